@@ -1,0 +1,110 @@
+"""A still image as a source: read once in open(), fitted to the output size once, then the same frame every time.
+
+The fitted frame is cached read-only and handed out as is, so a still background costs nothing per frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vprod.engine import ChoiceParam, FrameContext, Source
+
+FIT_MODES = ("cover", "contain", "stretch")
+
+
+def resolve_path(path: str, preset_dir: str) -> tuple[Path, list[Path]]:
+    """The file a user meant and the places looked at: absolute as is; relative to the preset's folder, then cwd."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute():
+        return p, [p]
+    tried = [Path(preset_dir or ".") / p, Path.cwd() / p]
+    for cand in tried:
+        if cand.is_file():
+            return cand, tried
+    return tried[0], tried
+
+
+def fit_frame(img: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
+    """`img` at width x height: `cover` fills and crops the overflow, `contain` letterboxes on black, `stretch`."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    if mode == "stretch":
+        return _resize(img, width, height)
+    if mode == "cover":
+        s = max(width / w, height / h)
+        cw, ch = min(w, max(1, round(width / s))), min(h, max(1, round(height / s)))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return _resize(img[y0 : y0 + ch, x0 : x0 + cw], width, height)  # crop first: resize only what shows
+    if mode == "contain":
+        s = min(width / w, height / h)
+        nw, nh = min(width, max(1, round(w * s))), min(height, max(1, round(h * s)))
+        out = np.zeros((height, width, 3), np.uint8)
+        x0, y0 = (width - nw) // 2, (height - nh) // 2
+        out[y0 : y0 + nh, x0 : x0 + nw] = _resize(img, nw, nh)
+        return out
+    raise ValueError(f"unknown fit {mode!r} (one of {', '.join(FIT_MODES)})")
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    if img.shape[1] == width and img.shape[0] == height:
+        return np.ascontiguousarray(img)
+    shrinking = width * height < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """The image at `path` as RGB uint8; raises RuntimeError naming the path when it cannot be read."""
+    if not path.is_file():
+        raise RuntimeError(f"image file not found: {path}")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # imdecode rather than imread: any path encoding works
+    except OSError as e:
+        raise RuntimeError(f"cannot read image {path}: {e.strerror or e}") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise RuntimeError(f"cannot decode image {path}: not an image format OpenCV reads (PNG, JPEG, WebP, BMP, TIFF)")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+class ImageSource(Source):
+    """A still image file fitted to the output (cover, contain or stretch)."""
+
+    params = {
+        "fit": ChoiceParam(default="cover", choices=FIT_MODES,
+                           doc="cover: fill the frame, cropping the overflow; contain: whole image, black bars; "
+                               "stretch: fill the frame, ignoring the aspect ratio"),
+    }
+    options = {
+        "path": ("", "Image file; a relative path is looked up next to the preset, then in the working directory"),
+    }
+
+    def open(self) -> None:
+        raw = str(self.opts["path"] or "")
+        if not raw:
+            raise RuntimeError(f"no image path given: set option `path` for {self.label}")
+        path, tried = resolve_path(raw, self.config.preset_dir)
+        if not path.is_file():
+            looked = ", ".join(str(t) for t in tried)
+            raise RuntimeError(f"image file not found: {raw} (looked at {looked})")
+        self.path = path
+        self._image = read_rgb(path)
+        self._key: tuple | None = None
+        self._frame: np.ndarray | None = None
+
+    def process(self, ctx: FrameContext) -> np.ndarray:
+        key = (ctx.width, ctx.height, self.p.fit)
+        if key != self._key:  # fit once per size and mode; the same read-only frame until they change
+            frame = fit_frame(self._image, ctx.width, ctx.height, self.p.fit)
+            if frame is self._image:
+                frame = frame.copy()
+            frame.flags.writeable = False
+            self._frame, self._key = frame, key
+        return self._frame
+
+    def close(self) -> None:
+        self._image = self._frame = None

@@ -1,0 +1,207 @@
+"""`vprod` commands. The only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
+    if w < 16 or h < 16 or w % 2 or h % 2:
+        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
+    return w, h
+
+
+def _port(text: str) -> int:
+    p = int(text)
+    if not 0 <= p <= 65535:
+        raise argparse.ArgumentTypeError(f"{p} is not a port (0..65535)")
+    return p
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr)
+
+
+def cmd_run(args) -> int:
+    from .daemon import Daemon, DaemonConfig, print_banner
+    from .presets import PresetInvalid
+
+    w, h = args.size if args.size else (None, None)
+    cfg = DaemonConfig(preset=args.preset, width=w, height=h, fps=args.fps, bind=args.bind, zmq_port=args.zmq_port,
+                       mjpeg_port=args.mjpeg_port, control_port=args.control_port,
+                       outputs=args.outputs.split(",") if args.outputs else None, record=args.record,
+                       watch=not args.no_watch, threads=args.threads)
+    d = Daemon(cfg)
+    try:
+        d.start()
+    except FileNotFoundError as e:
+        print(f"vprod: {e}", file=sys.stderr)
+        return 2
+    except PresetInvalid as e:
+        print("vprod: the preset has errors, nothing started:\n" + str(e), file=sys.stderr)
+        return 2
+    print_banner(d.banner())
+    return d.run(max_frames=args.frames)
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import PluginRegistry
+
+    plugins = PluginRegistry().describe()
+    if args.json:
+        print(json.dumps(plugins, indent=2, default=str))
+        return 0
+    for p in plugins:
+        status = f"  SET ASIDE: {p['error']}" if p["error"] else ""
+        print(f"{p['name']} {p['version']} — {p['description']}{status}")
+        for el in p["elements"]:
+            print(f"  {el['kind']:<6} {el['id']}: {el['doc']}")
+            for name, d in el["params"].items():
+                print(f"      {name:<14} {_describe_param(d)}")
+            for name, d in el["options"].items():
+                print(f"      {name:<14} option, default {d['default']!r}: {d['doc']}")
+    return 0
+
+
+def _describe_param(d: dict) -> str:
+    t = d["type"]
+    if t in ("float", "int"):
+        rng = f"{d['min']:g}..{d['max']:g}{(' ' + d['unit']) if d.get('unit') else ''}"
+        return f"{t:<7} {rng:<18} default {d['default']:g}  {d['doc']}"
+    if t == "choice":
+        return f"{t:<7} {'|'.join(d['choices']):<18} default {d['default']}  {d['doc']}"
+    return f"{t:<7} {'':<18} default {d['default']!r}  {d['doc']}"
+
+
+def cmd_params(args) -> int:
+    from .engine import Engine
+    from .plugins import PluginRegistry
+    from .presets import PresetInvalid, build, find_preset, load
+
+    reg = PluginRegistry()
+    try:
+        preset = load(find_preset(args.preset), reg)
+    except (FileNotFoundError, PresetInvalid) as e:
+        print(f"vprod: {e}", file=sys.stderr)
+        return 2
+    eng = Engine(preset.width, preset.height, preset.fps)
+    eng.pipeline = build(preset, reg, open_elements=False)
+    schema = eng.schema()
+    if args.json:
+        print(json.dumps({"preset": preset.name, "params": schema}, indent=2, default=str))
+        return 0
+    for d in schema:
+        print(f"{d['path']:<28} {_describe_param(d)}  [now {d['value']!r}]")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .plugins import PluginRegistry
+    from .presets import preset_dirs, validate_files
+
+    if args.action == "list":
+        from pathlib import Path
+
+        for d in preset_dirs():
+            for p in sorted(Path(d).glob("*.toml")):
+                print(p)
+        return 0
+    if not args.files:
+        print("vprod presets validate: name at least one preset file", file=sys.stderr)
+        return 2
+    errors = validate_files(args.files, PluginRegistry())
+    for e in errors:
+        print(e)
+    bad = {e.file for e in errors}
+    for f in args.files:
+        if f not in bad:
+            print(f"{f}: ok")
+    return 1 if errors else 0
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+
+    ports = {"zmq": args.zmq_port, "control": args.control_port, "mjpeg": args.mjpeg_port, "osc": args.osc_port}
+    return run_doctor(ports=ports, obs_url=args.obs_url, obs_password=args.obs_password, as_json=args.json)
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vprod", description="Real-time generative video for live production.")
+    ap.add_argument("--version", action="version", version=f"vprod {__version__}")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the daemon on a preset")
+    r.add_argument("preset", nargs="?", default="presets/default.toml", help="preset file or name")
+    r.add_argument("--fps", type=float, help="frames per second (overrides the preset)")
+    r.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (overrides the preset)")
+    r.add_argument("--bind", help="address every server binds (default 127.0.0.1)")
+    r.add_argument("--zmq-port", type=_port, help="ZeroMQ frame stream port (default 5555)")
+    r.add_argument("--mjpeg-port", type=_port, help="MJPEG/HTTP port (default 8080)")
+    r.add_argument("--control-port", type=_port, help="ZeroMQ control port (default 5556)")
+    r.add_argument("--outputs", help="only these outputs, comma-separated (e.g. zmq,mjpeg)")
+    r.add_argument("--record", metavar="FILE", help="also record the output to FILE")
+    r.add_argument("--threads", type=int, help="threads per stage (default 1, or VPROD_THREADS)")
+    r.add_argument("--frames", type=int, help="stop after this many frames")
+    r.add_argument("--no-watch", action="store_true", help="do not reload the preset when its file changes")
+    r.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("plugins", help="list plugins, their elements and parameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_plugins)
+
+    p = sub.add_parser("params", help="the parameter schema of a preset (the paths every control surface uses)")
+    p.add_argument("preset", nargs="?", default="presets/default.toml")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_params)
+
+    p = sub.add_parser("presets", help="list or validate presets")
+    p.add_argument("action", choices=["validate", "list"])
+    p.add_argument("files", nargs="*")
+    p.set_defaults(fn=cmd_presets)
+
+    p = sub.add_parser("doctor", help="check what this set-up lacks, and how to fix it")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--zmq-port", type=_port, default=5555)
+    p.add_argument("--control-port", type=_port, default=5556)
+    p.add_argument("--mjpeg-port", type=_port, default=8080)
+    p.add_argument("--osc-port", type=_port, default=9000)
+    p.add_argument("--obs-url", default="ws://127.0.0.1:4455")
+    p.add_argument("--obs-password", default=None)
+    p.set_defaults(fn=cmd_doctor)
+
+    p = sub.add_parser("bench", help="benchmarks printing JSON")
+    p.add_argument("what", choices=["host"])
+    p.add_argument("--json", action="store_true", help="JSON only")
+    p.add_argument("--frames", type=int, default=300, help="frames per measurement")
+    p.add_argument("--size", type=_size, default=(1280, 720))
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

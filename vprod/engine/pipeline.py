@@ -1,0 +1,186 @@
+"""A running preset: layers (a source and its effect chain) blended by the compositor into one frame.
+
+Fault isolation lives here. An element that raises is bypassed — an effect passes its input through, a source
+repeats its last good frame — and reported once with its plugin, element and layer; it is tried again after a
+back-off, so a transient fault heals and a permanent one costs nothing per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .compositor import BLEND_MODES, blend, fit, luma_mask
+from .element import Effect, Element, FrameContext, Source
+from .params import BoolParam, ChoiceParam, FloatParam, Params, ParamState
+
+log = logging.getLogger("vprod.engine")
+
+LAYER_PARAMS = {
+    "opacity": FloatParam(1.0, 0.0, 1.0, doc="Layer opacity"),
+    "blend": ChoiceParam("normal", BLEND_MODES, doc="How the layer combines with the layers below"),
+    "enabled": BoolParam(True, doc="Show the layer"),
+}
+
+
+class Guard:
+    """Tracks one element's faults: bypass after an exception, retry after an exponential back-off."""
+
+    def __init__(self, element: Element):
+        self.element = element
+        self.faults = 0
+        self.retry_at = 0.0
+        self.backoff = 0.5
+        self.last_error = ""
+        self.disabled_reason = ""  # set when open() failed: never run
+
+    def ready(self, now: float) -> bool:
+        return not self.disabled_reason and now >= self.retry_at
+
+    def fail(self, exc: BaseException, now: float) -> None:
+        self.faults += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.backoff <= 0.5:
+            log.error("%s raised and is bypassed: %s", self.element.label, self.last_error)
+        self.retry_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, 30.0)
+
+    def ok(self) -> None:
+        if self.backoff > 0.5:
+            log.info("%s runs again", self.element.label)
+        self.backoff = 0.5
+
+
+@dataclass
+class Layer:
+    id: str
+    source: Source
+    effects: list[tuple[str, Effect]]
+    params: Params
+    mask: str = ""  # id of a layer whose matte (or luminance) masks this one
+    visible: bool = True  # False: rendered only to serve as another layer's mask
+    guards: dict[str, Guard] = field(default_factory=dict)
+    last_frame: np.ndarray | None = None
+
+
+class Pipeline:
+    """One preset, built and opened. `render(ctx)` makes one frame; `registry` maps control paths to states."""
+
+    def __init__(self, name: str, layers: list[Layer], width: int, height: int, fps: float,
+                 crossfade: float = 0.5, source_file: str = ""):
+        self.name = name
+        self.layers = layers
+        self.width, self.height, self.fps = width, height, fps
+        self.crossfade = crossfade
+        self.source_file = source_file
+        self.registry: dict[str, tuple[ParamState, Any]] = {}  # path -> (state, owner element or layer)
+        for layer in layers:
+            self._register(f"/{layer.id}", layer.params, layer)
+            self._register(f"/{layer.id}", layer.source.p, layer.source)
+            for name, eff in layer.effects:
+                self._register(f"/{layer.id}/{name}", eff.p, eff)
+            for el in [layer.source] + [e for _, e in layer.effects]:
+                layer.guards[id(el)] = Guard(el)
+
+    def _register(self, prefix: str, params: Params, owner) -> None:
+        for name, st in params.states.items():
+            self.registry[f"{prefix}/{name}"] = (st, owner)
+
+    def elements(self) -> list[Element]:
+        return [el for layer in self.layers for el in [layer.source] + [e for _, e in layer.effects]]
+
+    def open_all(self) -> None:
+        """Open every element; one that fails stays in place, bypassed, with its error reported once."""
+        for layer in self.layers:
+            for el in [layer.source] + [e for _, e in layer.effects]:
+                try:
+                    el.open()
+                except Exception as e:  # noqa: BLE001
+                    g = layer.guards[id(el)]
+                    g.disabled_reason = g.last_error = f"{type(e).__name__}: {e}" if not str(e) else str(e)
+                    log.error("%s could not start and is bypassed: %s", el.label, g.disabled_reason)
+
+    def close_all(self) -> None:
+        for el in self.elements():
+            try:
+                el.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("%s did not close cleanly: %s", el.label, e)
+
+    def step_params(self, dt: float) -> None:
+        for layer in self.layers:
+            layer.params.step(dt)
+            layer.source.p.step(dt)
+            for _, eff in layer.effects:
+                eff.p.step(dt)
+
+    def clear_triggers(self) -> None:
+        for layer in self.layers:
+            for el in [layer.source] + [e for _, e in layer.effects]:
+                el.p.clear_triggers()
+
+    def _run_layer(self, layer: Layer, ctx: FrameContext, now: float) -> np.ndarray | None:
+        g = layer.guards[id(layer.source)]
+        frame = layer.last_frame
+        if g.ready(now):
+            try:
+                frame = layer.source.process(ctx)
+                g.ok()
+            except Exception as e:  # noqa: BLE001
+                g.fail(e, now)
+                frame = layer.last_frame
+        if frame is None:
+            return None
+        frame = fit(frame, ctx.width, ctx.height)
+        layer.last_frame = frame
+        for _name, eff in layer.effects:
+            g = layer.guards[id(eff)]
+            if not g.ready(now):
+                continue
+            try:
+                out = eff.process(frame, ctx)
+                if out is None:
+                    raise TypeError("process() returned None instead of a frame")
+                frame = fit(out, ctx.width, ctx.height)
+                g.ok()
+            except Exception as e:  # noqa: BLE001
+                g.fail(e, now)
+        return frame
+
+    def render(self, ctx: FrameContext) -> np.ndarray:
+        now = time.monotonic()
+        out: np.ndarray | None = None
+        outputs: dict[str, np.ndarray] = {}
+        for layer in self.layers:
+            ctx.layers.setdefault(layer.id, {})
+            if not layer.params.enabled:
+                continue
+            frame = self._run_layer(layer, ctx, now)
+            if frame is None:
+                continue
+            outputs[layer.id] = frame
+            if not layer.visible:
+                continue
+            mask = None
+            if layer.mask:
+                info = ctx.layers.get(layer.mask, {})
+                mask = info.get("mask")
+                if mask is None and layer.mask in outputs:
+                    mask = luma_mask(outputs[layer.mask])
+            out = blend(out, frame, layer.params.blend, layer.params.opacity, mask)
+        if out is None:
+            out = np.zeros((ctx.height, ctx.width, 3), np.uint8)
+        return out
+
+    def faults(self) -> list[dict]:
+        res = []
+        for layer in self.layers:
+            for g in layer.guards.values():
+                if g.faults or g.disabled_reason:
+                    res.append({"element": g.element.label, "faults": g.faults,
+                                "error": g.disabled_reason or g.last_error, "running": not g.disabled_reason})
+        return res
