@@ -266,6 +266,9 @@ class MjpegSink(Sink):
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}/stream.mjpg"
 
+    def where(self) -> str:
+        return f"{self.url}  (page: {self.url.rsplit('/', 1)[0]}/ ; OBS: Media Source, uncheck 'Local File')"
+
     def open(self) -> None:
         try:
             self._quality = int(self.opts["quality"])

@@ -48,6 +48,7 @@ class Engine:
         self.frames = 0
         self.frame_ms: deque[float] = deque(maxlen=900)
         self.latency_ms: deque[float] = deque(maxlen=900)
+        self.handoff_ms: deque[float] = deque(maxlen=900)  # time spent giving the frame to all sinks
         self.rejected_events = 0
         self.modulators: list[Callable[[FrameContext], None]] = []  # called each frame before rendering
         self.on_frame: list[Callable[[np.ndarray, dict], None]] = []  # in-loop observers (cheap only)
@@ -139,8 +140,10 @@ class Engine:
             frame.flags.writeable = False
         meta = {"seq": self.frames, "index": tick.index, "pts": tick.pts, "width": self.width,
                 "height": self.height, "preset": ctx.preset}
+        t_hand = time.perf_counter()
         for runner in self.sinks.values():
             runner.put(frame, meta)
+        self.handoff_ms.append((time.perf_counter() - t_hand) * 1000)
         for fn in self.on_frame:
             fn(frame, meta)
         self.last_meta = meta
@@ -193,6 +196,7 @@ class Engine:
             "fps": self.fps,
             "frame_ms_p50": _pct(self.frame_ms, 50),
             "frame_ms_p99": _pct(self.frame_ms, 99),
+            "sink_handoff_ms_max": max(self.handoff_ms) if self.handoff_ms else None,
             "control_latency_ms_p50": _pct(self.latency_ms, 50),
             "control_latency_ms_p99": _pct(self.latency_ms, 99),
             "rejected_events": self.rejected_events,

@@ -1,0 +1,222 @@
+"""`vprod bench …`: measurements printed as JSON, each against a baseline taken in the same run.
+
+host: engine overhead per frame (0, 4, 16 pass-through effects) over a bare loop that does only the clock and the
+copy; how long the loop spends handing a frame to a sink that is slow; ZeroMQ frames/s to a subscriber process.
+The machine is shared and noisy, so runs are interleaved (bare, engine, bare, engine, …) and medians reported.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from .engine import (LAYER_PARAMS, Effect, ElementConfig, Engine, Layer, Mailbox, ManualTime, Params, Pipeline,
+                     Sink, Source)
+from .engine.clock import FrameClock
+
+
+class _CopySource(Source):
+    """A fresh frame each tick (what a real source costs at minimum: one copy)."""
+
+    element_id = "bench-copy"
+    plugin_name = "bench"
+
+    def __init__(self, config, base):
+        super().__init__(config)
+        self.base = base
+
+    def process(self, ctx):
+        return self.base.copy()
+
+
+class _PassThroughEffect(Effect):
+    element_id = "bench-pass"
+    plugin_name = "bench"
+
+    def process(self, frame, ctx):
+        return frame
+
+
+class _NullSink(Sink):
+    element_id = "bench-null"
+    plugin_name = "bench"
+
+    def send(self, frame, meta):
+        pass
+
+
+class _SlowSink(Sink):
+    """Takes 100 ms per frame: three frame intervals at 30 fps."""
+
+    element_id = "bench-slow"
+    plugin_name = "bench"
+
+    def send(self, frame, meta):
+        time.sleep(0.1)
+
+
+def _engine(w: int, h: int, effects: int, base: np.ndarray) -> Engine:
+    eng = Engine(w, h, 30.0, time_source=ManualTime())
+    cfg = ElementConfig(layer="bg", width=w, height=h)
+    layer = Layer("bg", _CopySource(cfg, base), [(f"pass{i}", _PassThroughEffect(cfg)) for i in range(effects)],
+                  Params.build(LAYER_PARAMS))
+    eng.pipeline = Pipeline("bench", [layer], w, h, 30.0)
+    return eng
+
+
+def _bare_loop(frames: int, base: np.ndarray) -> list[float]:
+    """Only the clock tick and the copy into a mailbox: the floor any frame loop pays."""
+    clock = FrameClock(30.0, ManualTime())
+    box = Mailbox()
+    out = []
+    for _ in range(frames):
+        clock.wait()
+        t0 = time.perf_counter()
+        f = base.copy()
+        box.put(f)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def _engine_loop(eng: Engine, frames: int) -> list[float]:
+    out = []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        eng.step()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def bench_overhead(w: int, h: int, frames: int, rounds: int = 5, progress=None) -> dict:
+    base = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    res = {}
+    bare_all: list[float] = []
+    for n in (0, 4, 16):
+        eng = _engine(w, h, n, base)
+        eng.add_sink("null", _NullSink(ElementConfig()))
+        _engine_loop(eng, 20)  # warm-up
+        bare, full = [], []
+        for _ in range(rounds):  # interleaved, so both see the same machine
+            bare += _bare_loop(frames // rounds, base)
+            full += _engine_loop(eng, frames // rounds)
+            if progress:
+                progress.update(1)
+        eng.close()
+        bare_all += bare
+        b, f = statistics.median(bare), statistics.median(full)
+        res[f"effects_{n}"] = {"engine_ms_p50": round(f, 4), "bare_ms_p50": round(b, 4),
+                               "overhead_ms_p50": round(f - b, 4),
+                               "engine_ms_p99": round(float(np.percentile(full, 99)), 4)}
+    return res
+
+
+def bench_slow_sink(w: int, h: int, seconds: float = 2.0) -> dict:
+    """The real-time loop (30 fps) with a sink taking 100 ms per frame, against a null sink, same run."""
+    base = np.zeros((h, w, 3), np.uint8)
+    out = {}
+    for name, cls in (("null_sink", _NullSink), ("slow_sink", _SlowSink)):
+        eng = _engine(w, h, 4, base)
+        eng.clock = FrameClock(30.0)
+        runner = eng.add_sink(name, cls(ElementConfig()))
+        stop = threading.Event()
+        threading.Timer(seconds, stop.set).start()
+        eng.run(stop)
+        eng.close()
+        out[name] = {"frames": eng.frames, "dropped_ticks": eng.clock.dropped_total,
+                     "handoff_ms_max": round(max(eng.handoff_ms), 4),
+                     "frame_ms_p99": round(float(np.percentile(list(eng.frame_ms), 99)), 4),
+                     "sink_received": runner.sent, "sink_skipped": runner.mailbox.overwritten}
+    return out
+
+
+_SUBSCRIBER = r"""
+import json, sys, time, zmq
+ctx = zmq.Context(); s = ctx.socket(zmq.SUB); s.setsockopt(zmq.RCVHWM, 4); s.setsockopt(zmq.SUBSCRIBE, b"frame")
+s.setsockopt(zmq.RCVTIMEO, 3000); s.connect(sys.argv[1]); print("ready", flush=True)
+n = 0; first = None; seqs = []
+try:
+    while True:
+        t, h, p = s.recv_multipart()
+        now = time.monotonic(); first = first or now; n += 1; seqs.append(json.loads(h)["seq"])
+        if len(p) != int(sys.argv[2]): raise SystemExit("bad payload size")
+except zmq.Again:
+    pass
+dur = (now - first) if n > 1 else 0.0
+print(json.dumps({"received": n, "seconds": dur, "first_seq": seqs[0] if seqs else None,
+                  "last_seq": seqs[-1] if seqs else None}), flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_zmq(w: int, h: int, seconds: float, fps: float | None) -> dict:
+    """Frames/s a subscriber process receives: paced at `fps`, or as fast as the loop goes (None)."""
+    from .plugins import PluginRegistry
+
+    port = _free_port()
+    cls = PluginRegistry().load("zmq")
+    eng = _engine(w, h, 0, np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    if fps:
+        eng.clock = FrameClock(fps)  # real time
+    runner = eng.add_sink("zmq", cls(ElementConfig(name="zmq", width=w, height=h, options={"port": port})))
+    sub = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER, f"tcp://127.0.0.1:{port}", str(w * h * 3)],
+                           stdout=subprocess.PIPE, text=True)
+    sub.stdout.readline()  # "ready"
+    time.sleep(0.3)  # let the subscription reach the publisher
+    stop = threading.Event()
+    t0 = time.monotonic()
+    threading.Timer(seconds, stop.set).start()
+    eng.run(stop)
+    produced = eng.frames
+    dur = time.monotonic() - t0
+    eng.close()
+    out, _ = sub.communicate(timeout=10)
+    r = json.loads(out.strip().splitlines()[-1])
+    rate = r["received"] / r["seconds"] if r["seconds"] else 0.0
+    return {"paced_fps": fps, "produced": produced, "produced_fps": round(produced / dur, 1),
+            "received": r["received"], "received_fps": round(rate, 1),
+            "lost": produced - r["received"], "sink_sent": runner.sent}
+
+
+def run_host(frames: int = 300, size: tuple[int, int] = (1280, 720), quiet: bool = False) -> dict:
+    w, h = size
+    t0 = time.monotonic()
+    with tqdm(total=15, desc="bench host", disable=quiet, file=sys.stderr) as bar:
+        overhead = bench_overhead(w, h, frames, progress=bar)
+        slow = bench_slow_sink(w, h)
+        zmq_paced = bench_zmq(w, h, 3.0, 30.0)
+        zmq_max = bench_zmq(w, h, 3.0, None)
+    ok_overhead = overhead["effects_4"]["overhead_ms_p50"] <= 1.0
+    return {
+        "bench": "host",
+        "size": f"{w}x{h}",
+        "frames_per_case": frames,
+        "overhead": overhead,
+        "sinks": slow,
+        "zmq": {"paced_30fps": zmq_paced, "unpaced": zmq_max},
+        "goals": {"overhead_4_effects_le_1ms": ok_overhead,
+                  "no_frame_waits_on_sink": slow["slow_sink"]["dropped_ticks"] == 0
+                  and slow["slow_sink"]["handoff_ms_max"] < 1.0},
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+
+def main(args) -> int:
+    if args.what == "host":
+        res = run_host(args.frames, tuple(args.size), quiet=args.json)
+    else:  # argparse restricts the choices
+        raise SystemExit(f"unknown benchmark {args.what}")
+    print(json.dumps(res, indent=None if args.json else 2))
+    return 0
