@@ -16,36 +16,7 @@ import time
 import cv2
 import numpy as np
 
-from vprod.engine import BoolParam, ChoiceParam, FrameContext, Source
-
-FIT_MODES = ("cover", "contain", "stretch")
-
-
-def fit_frame(img: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
-    """`img` at width x height: `cover` fills and crops the overflow, `contain` letterboxes on black, `stretch`."""
-    h, w = img.shape[:2]
-    if (w, h) == (width, height):
-        return img
-    if mode == "stretch":
-        return _resize(img, width, height)
-    if mode == "cover":
-        s = max(width / w, height / h)
-        cw, ch = min(w, max(1, round(width / s))), min(h, max(1, round(height / s)))
-        x0, y0 = (w - cw) // 2, (h - ch) // 2
-        return _resize(img[y0 : y0 + ch, x0 : x0 + cw], width, height)
-    s = min(width / w, height / h)
-    nw, nh = min(width, max(1, round(w * s))), min(height, max(1, round(h * s)))
-    out = np.zeros((height, width, 3), np.uint8)
-    x0, y0 = (width - nw) // 2, (height - nh) // 2
-    out[y0 : y0 + nh, x0 : x0 + nw] = _resize(img, nw, nh)
-    return out
-
-
-def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    if img.shape[1] == width and img.shape[0] == height:
-        return np.ascontiguousarray(img)
-    shrinking = width * height < img.shape[0] * img.shape[1]
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+from vprod.engine import BoolParam, ChoiceParam, FIT_MODES, FrameContext, Source, fit_frame
 
 
 def parse_device(device) -> tuple[int | str, str]:

@@ -9,15 +9,42 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+FIT_MODES = ("cover", "contain", "stretch")
 BLEND_MODES = ("normal", "add", "multiply", "screen", "overlay", "difference", "lighten", "darken")
 
 
 def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a frame to the output size (cover-free: stretch) if it is not that size already."""
-    if frame.shape[1] == width and frame.shape[0] == height:
-        return frame
-    interp = cv2.INTER_LINEAR if frame.shape[1] < width else cv2.INTER_AREA
-    return cv2.resize(frame, (width, height), interpolation=interp)
+    """A frame at the output size (stretched) if it is not that size already."""
+    return _resize(frame, width, height)
+
+
+def fit_frame(img: np.ndarray, width: int, height: int, mode: str) -> np.ndarray:
+    """`img` at width x height: `cover` fills and crops the overflow, `contain` letterboxes on black, `stretch`."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    if mode == "stretch":
+        return _resize(img, width, height)
+    if mode == "cover":
+        s = max(width / w, height / h)
+        cw, ch = min(w, max(1, round(width / s))), min(h, max(1, round(height / s)))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        return _resize(img[y0 : y0 + ch, x0 : x0 + cw], width, height)  # crop first: resize only what shows
+    if mode == "contain":
+        s = min(width / w, height / h)
+        nw, nh = min(width, max(1, round(w * s))), min(height, max(1, round(h * s)))
+        out = np.zeros((height, width, 3), np.uint8)
+        x0, y0 = (width - nw) // 2, (height - nh) // 2
+        out[y0 : y0 + nh, x0 : x0 + nw] = _resize(img, nw, nh)
+        return out
+    raise ValueError(f"unknown fit {mode!r} (one of {', '.join(FIT_MODES)})")
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    if img.shape[1] == width and img.shape[0] == height:
+        return np.ascontiguousarray(img)
+    shrinking = width * height < img.shape[0] * img.shape[1]
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def _blend_full(base: np.ndarray, top: np.ndarray, mode: str) -> np.ndarray:

@@ -11,7 +11,9 @@ Frames are ``numpy.ndarray`` of shape (H, W, 3), dtype uint8, RGB, C-contiguous.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -121,3 +123,15 @@ def solid_frame(width: int, height: int, rgb: tuple[float, float, float]) -> np.
     f[:] = px
     f.flags.writeable = False
     return f
+
+
+def resolve_path(path: str, preset_dir: str) -> tuple[Path, list[Path]]:
+    """The file a user meant and the places looked at: absolute as is; relative to the preset's folder, then cwd."""
+    p = Path(os.path.expanduser(path))
+    if p.is_absolute():
+        return p, [p]
+    tried = [Path(preset_dir or ".") / p, Path.cwd() / p]
+    for cand in tried:
+        if cand.is_file():
+            return cand, tried
+    return tried[0], tried
