@@ -63,8 +63,6 @@ def test_float_from_norm_rejects_non_finite_naming_0_1(bad):
         FloatParam(0.0, 0.0, 2.0).from_norm(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="core bug: FloatParam.coerce accepts booleans (float(True) == 1.0) while "
-                                       "IntParam.coerce rejects them; params.py FloatParam.coerce / _finite")
 def test_float_rejects_a_boolean_like_int_does():
     with pytest.raises(ParamError):
         FloatParam(0.0, 0.0, 1.0).coerce(True)
@@ -320,11 +318,6 @@ def test_params_build_coerces_defaults_and_preset_values():
         Params.build(specs, {"n": "lots"})
 
 
-TRIGGER_STEP_BUG = ("core bug: params.py:303 Params.step adds the firings to a trigger's value (target stays 0), then "
-                    "ParamState.step (params.py:264) sees value != target and reads spec.max, which TriggerParam "
-                    "lacks -> AttributeError on the frame after any trigger is set")
-
-
 def test_a_trigger_is_pending_from_set_until_cleared():
     p = Params.build({"reset": TriggerParam()})
     p.states["reset"].set(1)
@@ -333,7 +326,6 @@ def test_a_trigger_is_pending_from_set_until_cleared():
     assert not p.fired("reset")
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError, reason=TRIGGER_STEP_BUG)
 def test_trigger_fires_once_on_the_next_frame_and_is_cleared():
     p = Params.build({"reset": TriggerParam(), "x": FloatParam(0.0)})
     assert not p.fired("reset")

@@ -152,7 +152,7 @@ class PluginRegistry:
                     raise TypeError(f"{entry.python} is not a vprod Source, Effect or Sink class")
                 if entry.kind and cls.kind != entry.kind:
                     raise TypeError(f"{entry.python} is a {cls.kind}, but the manifest says {entry.kind}")
-            except Exception as e:  # noqa: BLE001 - quarantine, whatever the plugin did
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - quarantine, whatever the plugin did
                 self._quarantine(info, f"{type(e).__name__}: {e}")
                 raise PluginError(f"plugin {info.name} is set aside: {info.error}") from None
             entry.kind = cls.kind

@@ -91,15 +91,17 @@ class Engine:
     # --- the loop ---
     def _apply(self, ev: Event) -> None:
         if ev.kind == "set":
-            hit = False
-            for p in (self.pipeline, self.incoming):
+            hit, error = False, None
+            for p in (self.pipeline, self.incoming):  # during a crossfade both pipelines follow the control
                 if p is not None and ev.path in p.registry:
                     try:
                         p.registry[ev.path][0].set(ev.value)
                         hit = True
                     except ParamError as e:
-                        log.warning("ignored %s from %s: %s", ev.path, ev.source or "?", e)
-                        self.rejected_events += 1
+                        error = e
+            if error is not None and not hit:
+                log.warning("ignored %s from %s: %s", ev.path, ev.source or "?", error)
+                self.rejected_events += 1
             if hit:
                 self._pending_stamps.append(ev.stamp)  # control→frame latency: parameter changes only
                 for fn in self.bus.listeners:
@@ -166,6 +168,8 @@ class Engine:
             new = self.incoming.render(ctx2)
             self.incoming.clear_triggers()
             t = 1.0 if self.fade_duration <= 0 else (ctx.pts - self.fade_start) / self.fade_duration
+            if t >= 1.0 - 1e-9:  # pts are sums of float intervals: 0.9999999999999999 is the end
+                t = 1.0
             frame = crossfade(frame, new, t)
             if t >= 1.0:
                 self._retire(self.pipeline)

@@ -1,7 +1,8 @@
 """Latest-frame-wins mailboxes and the thread that runs each sink from one.
 
 The frame loop only ever drops a frame into a mailbox (O(1), never blocks); each sink takes the newest frame when
-it is ready. A slow sink skips frames; a dead one is reported and retried, and nothing else notices.
+it is ready. A slow sink skips frames; one that fails to open is reported once and stays off, one that fails on
+a frame is reported once per episode and fed the next frame; nothing else notices.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ class Param:
 
 
 def _finite(value: Any, what: str) -> float:
+    if isinstance(value, (bool, str)):
+        raise ParamError(f"{value!r} is not a number ({what})")
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -257,7 +259,8 @@ class ParamState:
             self.value = self.target
 
     def step(self, dt: float) -> None:
-        if self.value != self.target:
+        # Only floats move gradually; everything else (and triggers, whose value counts firings) is set as is.
+        if isinstance(self.spec, FloatParam) and self.value != self.target:
             # One-pole smoothing towards the target with time constant `slew`; snaps when close.
             a = 1.0 - math.exp(-dt / self.slew) if self.slew > 0 else 1.0
             v = self.value + (self.target - self.value) * a

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .compositor import BLEND_MODES, blend, fit, luma_mask
@@ -25,6 +26,14 @@ LAYER_PARAMS = {
     "blend": ChoiceParam("normal", BLEND_MODES, doc="How the layer combines with the layers below"),
     "enabled": BoolParam(True, doc="Show the layer"),
 }
+
+
+def check_frame(frame, what: str) -> np.ndarray:
+    """An element's output must be an (H, W, 3) uint8 array; anything else is that element's fault."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        got = f"{frame.dtype} {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise TypeError(f"{what} returned {got}, not an (H, W, 3) uint8 RGB frame")
+    return frame
 
 
 class Guard:
@@ -128,7 +137,7 @@ class Pipeline:
         frame = layer.last_frame
         if g.ready(now):
             try:
-                frame = layer.source.process(ctx)
+                frame = check_frame(layer.source.process(ctx), "process()")
                 g.ok()
             except Exception as e:  # noqa: BLE001
                 g.fail(e, now)
@@ -142,10 +151,7 @@ class Pipeline:
             if not g.ready(now):
                 continue
             try:
-                out = eff.process(frame, ctx)
-                if out is None:
-                    raise TypeError("process() returned None instead of a frame")
-                frame = fit(out, ctx.width, ctx.height)
+                frame = fit(check_frame(eff.process(frame, ctx), "process()"), ctx.width, ctx.height)
                 g.ok()
             except Exception as e:  # noqa: BLE001
                 g.fail(e, now)
@@ -153,28 +159,33 @@ class Pipeline:
 
     def render(self, ctx: FrameContext) -> np.ndarray:
         now = time.monotonic()
-        out: np.ndarray | None = None
+        # Two passes: every layer renders first, so a mask may come from a layer listed above or below.
         outputs: dict[str, np.ndarray] = {}
         for layer in self.layers:
             ctx.layers.setdefault(layer.id, {})
-            if not layer.params.enabled:
+            if layer.params.enabled:
+                frame = self._run_layer(layer, ctx, now)
+                if frame is not None:
+                    outputs[layer.id] = frame
+        out: np.ndarray | None = None
+        for layer in self.layers:
+            frame = outputs.get(layer.id)
+            if frame is None or not layer.visible:
                 continue
-            frame = self._run_layer(layer, ctx, now)
-            if frame is None:
-                continue
-            outputs[layer.id] = frame
-            if not layer.visible:
-                continue
-            mask = None
-            if layer.mask:
-                info = ctx.layers.get(layer.mask, {})
-                mask = info.get("mask")
-                if mask is None and layer.mask in outputs:
-                    mask = luma_mask(outputs[layer.mask])
+            mask = self._mask(layer.mask, ctx, outputs) if layer.mask else None
             out = blend(out, frame, layer.params.blend, layer.params.opacity, mask)
         if out is None:
             out = np.zeros((ctx.height, ctx.width, 3), np.uint8)
         return out
+
+    @staticmethod
+    def _mask(source: str, ctx: FrameContext, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The matte a layer published (fitted to the frame), else that layer's luminance."""
+        m = ctx.layers.get(source, {}).get("mask")
+        if isinstance(m, np.ndarray) and m.ndim == 2 and m.size:
+            m = m.astype(np.float32, copy=False)
+            return m if m.shape == (ctx.height, ctx.width) else cv2.resize(m, (ctx.width, ctx.height))
+        return luma_mask(outputs[source]) if source in outputs else None
 
     def faults(self) -> list[dict]:
         res = []

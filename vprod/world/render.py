@@ -1,0 +1,265 @@
+"""The procedural world renderer: ground truth for the world model and the live `worlds` source.
+
+    r = Renderer(256, 144)
+    r.reset(seed=7, family="terrain", controls=NEUTRAL)
+    frame = r.step(controls)            # (144, 256, 3) uint8 RGB, one tick (1/30 s) later
+    snap = copy.deepcopy(r.state)       # ... later: r.state = copy.deepcopy(snap) replays the same frames
+
+A frame is a pure function of (seed, family, camera state, controls): per-seed content comes from
+``np.random.default_rng`` and no global random state is touched. `step` first integrates the controls into the
+camera state (yaw rate turns, speed moves forward and drives the animation clock, pitch eases towards its target),
+then draws. `RendererWorld` wraps it in the World contract of vprod.world; `caption` describes a (family, controls)
+pair in plain words for text conditioning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import CONTROL_NAMES, NEUTRAL, NUM_CONTROLS
+from .families import City, Knobs, Ocean, Plasma, Starfield, Terrain, Tunnel, hsv, smoothstep  # noqa: F401
+
+__all__ = ["FAMILIES", "RenderState", "Renderer", "RendererWorld", "caption", "CONTROL_NAMES", "NEUTRAL"]
+
+#: The world families, in a fixed order (a seed picks FAMILIES[seed % len(FAMILIES)] when none is given).
+FAMILIES: tuple[str, ...] = ("terrain", "city", "tunnel", "plasma", "starfield", "ocean")
+
+_CLASSES = {"terrain": Terrain, "city": City, "tunnel": Tunnel, "plasma": Plasma, "starfield": Starfield,
+            "ocean": Ocean}
+_SALT = {name: i + 1 for i, name in enumerate(FAMILIES)}  # per-family random stream from the same seed
+
+DT = 1.0 / 30.0
+MAX_TURN = 1.1  # rad/s at yaw 0 or 1
+PITCH_TAU = 0.18  # seconds for the camera pitch to ease towards the knob
+
+
+@dataclass
+class RenderState:
+    """Everything that evolves between frames; with (seed, family) it fixes the picture. Cheap to deepcopy."""
+
+    t: float = 0.0  # seconds since reset
+    x: float = 0.0  # camera position, world units (family-specific scale)
+    y: float = 0.0
+    z: float = 0.0  # camera altitude (families that fly follow their ground)
+    yaw: float = 0.0  # heading, radians; grows when turning right
+    pitch: float = 0.0  # -1 look down .. 1 look up, eased towards the pitch knob
+    dist: float = 0.0  # distance flown (odometer), world units
+    anim: float = 0.0  # animation clock: advances with speed and energy, stops at speed 0
+    family: str = "terrain"
+    seed: int = 0
+    frame: int = 0  # steps since reset
+
+
+def knobs(controls) -> Knobs:
+    """The control vector (anything np.asarray reads, length NUM_CONTROLS) as clipped named floats."""
+    c = np.asarray(controls, dtype=np.float64).reshape(-1)
+    if c.shape[0] != NUM_CONTROLS:
+        raise ValueError(f"controls must have {NUM_CONTROLS} values ({', '.join(CONTROL_NAMES)}), got {c.shape[0]}")
+    c = np.clip(np.nan_to_num(c, nan=0.5), 0.0, 1.0)
+    return Knobs(*(float(v) for v in c))
+
+
+class Renderer:
+    """Draws the world families at a fixed size; deterministic in (seed, family, control sequence)."""
+
+    def __init__(self, width: int = 256, height: int = 144):
+        if width < 16 or height < 16:
+            raise ValueError(f"frame size {width}x{height} is too small (16x16 at least)")
+        self.width, self.height = int(width), int(height)
+        self.state = RenderState()
+        self._content: dict[tuple[str, int], object] = {}  # (family, seed) -> built family, current seed only
+
+    # --- content ---
+    def _world(self, family: str, seed: int):
+        if family not in _CLASSES:
+            raise ValueError(f"unknown family {family!r} (one of {', '.join(FAMILIES)})")
+        key = (family, int(seed))
+        w = self._content.get(key)
+        if w is None:
+            if any(s != key[1] for _, s in self._content):
+                self._content.clear()  # keep one seed's worlds: switching families back and forth is free
+            rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _SALT[family]])
+            w = self._content[key] = _CLASSES[family](rng, self.width, self.height)
+        return w
+
+    def _settle(self, k: Knobs) -> None:
+        """Put the camera where this family wants it (altitude), e.g. after a reset or a cut."""
+        w = self._world(self.state.family, self.state.seed)
+        target = getattr(w, "altitude_target", None)
+        if target is not None:
+            self.state.z = target(self.state, k)
+
+    # --- API ---
+    def reset(self, seed: int, family: str, controls) -> None:
+        """Start `family` from the beginning for `seed` (camera heading and place from the seed)."""
+        k = knobs(controls)
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0])
+        yaw = float(rng.uniform(-0.4, 0.4))
+        x, y = (float(v) for v in rng.uniform(0.0, 4096.0, 2))
+        self.state = RenderState(x=x, y=y, yaw=yaw, pitch=(k.pitch - 0.5) * 2.0, family=family, seed=int(seed))
+        self._settle(k)
+
+    def set_family(self, family: str) -> None:
+        """Cut to another family, keeping time, camera and seed."""
+        self._world(family, self.state.seed)  # validates and builds
+        self.state.family = family
+        self._settle(Knobs(*(float(v) for v in NEUTRAL)))
+
+    def render(self, controls) -> np.ndarray:
+        """The frame at the current state (no time passes)."""
+        st = self.state
+        return self._world(st.family, st.seed).render(st, knobs(controls))
+
+    def step(self, controls, dt: float | None = None) -> np.ndarray:
+        """Advance one tick (dt, default 1/30 s) under `controls` and return the new frame."""
+        k = knobs(controls)
+        dt = DT if dt is None else float(dt)
+        st = self.state
+        w = self._world(st.family, st.seed)
+        st.t += dt
+        st.frame += 1
+        st.yaw += k.turn * MAX_TURN * dt
+        target = (k.pitch - 0.5) * 2.0
+        st.pitch += (target - st.pitch) * (1.0 - math.exp(-dt / PITCH_TAU))
+        v = k.speed ** 1.3 * w.UNIT_SPEED
+        st.x += math.cos(st.yaw) * v * dt
+        st.y += math.sin(st.yaw) * v * dt
+        st.dist += v * dt
+        st.anim += dt * k.speed * (1.5 + 2.5 * k.energy)
+        target_z = getattr(w, "altitude_target", None)
+        if target_z is not None:
+            tz = target_z(st, k)
+            tau = 0.35 if tz > st.z else 1.6  # climb quickly over a ridge, sink slowly
+            st.z += (tz - st.z) * (1.0 - math.exp(-dt / tau))
+        return w.render(st, k)
+
+
+class RendererWorld:
+    """The procedural renderer as a World (vprod.world): reset(seed, controls, family) -> frame, step -> frame."""
+
+    name = "renderer"
+
+    def __init__(self, width: int = 256, height: int = 144, family: str | None = None):
+        if family is not None and family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r} (one of {', '.join(FAMILIES)})")
+        self.renderer = Renderer(width, height)
+        self.family = family
+
+    @property
+    def state(self) -> RenderState:
+        return self.renderer.state
+
+    def reset(self, seed: int, controls, family: str | None = None) -> np.ndarray:
+        fam = family or self.family or FAMILIES[int(seed) % len(FAMILIES)]
+        self.renderer.reset(seed, fam, controls)
+        return self.renderer.render(controls)
+
+    def step(self, controls) -> np.ndarray:
+        return self.renderer.step(controls)
+
+    def set_family(self, family: str) -> None:
+        self.renderer.set_family(family)
+
+
+# --- captions ----------------------------------------------------------------------------------------------------
+
+_HUE_NAMES = ((12, "red"), (38, "orange"), (65, "yellow"), (150, "green"), (185, "teal"), (250, "blue"),
+              (285, "violet"), (330, "magenta"), (360, "red"))
+
+#: The palette anchors of each family in degrees at hue 0.5; the hue knob rotates them (see families.py).
+FAMILY_HUES = {"terrain": (100.0,), "city": (40.0,), "tunnel": (205.0, 265.0), "plasma": (320.0, 25.0),
+               "starfield": (275.0, 200.0), "ocean": (195.0,)}
+
+
+def colour_name(deg: float) -> str:
+    d = deg % 360.0
+    for top, name in _HUE_NAMES:
+        if d < top:
+            return name
+    return "red"
+
+
+def _colours(family: str, k: Knobs) -> list[str]:
+    names: list[str] = []
+    for base in FAMILY_HUES[family]:
+        n = colour_name(base + k.hue_deg)
+        if n not in names:
+            names.append(n)
+    return names
+
+
+def caption(family: str, controls) -> str:
+    """Plain words for a family under these controls, e.g. 'a foggy dusk flight over red mountains, slow'."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r} (one of {', '.join(FAMILIES)})")
+    k = knobs(controls)
+    cols = _colours(family, k)
+    outdoor = family in ("terrain", "city", "ocean")
+    adj: list[str] = []
+    if k.energy > 0.8:
+        adj.append("wild")
+    elif k.energy > 0.6:
+        adj.append("restless")
+    elif k.energy < 0.12:
+        adj.append("calm")
+    if k.fog > 0.75:
+        adj.append("fog-bound" if outdoor else "murky")
+    elif k.fog > 0.45:
+        adj.append("foggy" if outdoor else "hazy")
+    elif k.fog < 0.08 and outdoor:
+        adj.append("clear")
+    if outdoor:
+        if k.daylight < 0.15:
+            adj.append("night")
+        elif k.daylight < 0.35:
+            adj.append("twilight")
+        elif k.daylight < 0.6:
+            adj.append("dusk")
+        elif k.daylight > 0.88:
+            adj.append("bright midday")
+        else:
+            adj.append("sunny")
+    else:
+        if k.daylight < 0.2:
+            adj.append("dark")
+        elif k.daylight < 0.45:
+            adj.append("dim")
+        elif k.daylight > 0.85:
+            adj.append("bright")
+    c1 = cols[0]
+    c2 = " and ".join(cols) if len(cols) > 1 else cols[0]
+    noun = {
+        "terrain": f"flight over {c1} mountains",
+        "city": "flight over a city" + (f" with {c1} lit windows" if k.daylight < 0.45 else f" in {c1} light"),
+        "tunnel": f"tunnel in {c2}",
+        "plasma": f"plasma flow in {c2}",
+        "starfield": f"starfield with a {c2} nebula",
+        "ocean": f"voyage over a {c1} ocean",
+    }[family]
+    words = " ".join(adj + [noun])
+    article = "an" if words[0] in "aeiou" else "a"
+    tail: list[str] = []
+    if k.speed < 0.04:
+        tail.append("still")
+    elif k.speed < 0.25:
+        tail.append("slow")
+    elif k.speed > 0.85:
+        tail.append("very fast")
+    elif k.speed > 0.65:
+        tail.append("fast")
+    if k.turn < -0.35:
+        tail.append("turning left")
+    elif k.turn > 0.35:
+        tail.append("turning right")
+    if k.pitch < 0.25:
+        tail.append("looking down")
+    elif k.pitch > 0.75:
+        tail.append("looking up")
+    if k.zoom > 0.8:
+        tail.append("zoomed in")
+    elif k.zoom < 0.2:
+        tail.append("wide angle")
+    return f"{article} {words}" + (", " + ", ".join(tail) if tail else "")
