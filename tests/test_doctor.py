@@ -12,13 +12,13 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from peers.obs import ObsStudio
 from vprod import doctor
 from vprod.doctor import Check, check_midi, check_obs, check_port, checks, run_doctor
 
@@ -257,74 +257,12 @@ def test_obs_port_that_accepts_but_never_answers_times_out():
     assert c.status == "warn" and "no answer within 0.5 s" in c.detail
 
 
-OBS_GLOBAL_INI = """[General]
-FirstRun=true
-EnableAutoUpdates=false
-ConfirmOnExit=false
-[Basic]
-Profile=Test
-ProfileDir=Test
-SceneCollection=Test
-SceneCollectionFile=Test
-[BasicWindow]
-SysTrayEnabled=false
-[OBSWebSocket]
-FirstLoad=false
-ServerEnabled=true
-ServerPort={port}
-AlertsEnabled=false
-AuthRequired=true
-ServerPassword={password}
-"""
-
-
 @pytest.fixture
 def obs_with_password():
-    """A real OBS Studio under its own Xvfb, websocket on a free port with a password."""
-    for tool in ("obs", "Xvfb"):
-        assert shutil.which(tool), f"{tool} missing: run scripts/install-test-deps.sh"
-    home = Path(tempfile.mkdtemp(prefix="vprod-obs-"))
-    port, password = free_port(), "doctor-" + uuid.uuid4().hex[:8]
-    cfg = home / ".config" / "obs-studio"
-    (cfg / "basic" / "profiles" / "Test").mkdir(parents=True)
-    (cfg / "global.ini").write_text(OBS_GLOBAL_INI.format(port=port, password=password))
-    (cfg / "basic" / "profiles" / "Test" / "basic.ini").write_text(
-        "[General]\nName=Test\n[Video]\nBaseCX=640\nBaseCY=360\nOutputCX=640\nOutputCY=360\nFPSCommon=30\n")
-    r, w = os.pipe()
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "640x360x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(w)
-    procs = [xvfb]
-    try:
-        with os.fdopen(r) as f:
-            display = ":" + f.readline().strip()
-        # Importing cv2 (the opencv check does) points QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt plugins and
-        # prepends to LD_LIBRARY_PATH; OBS (Qt 6) then aborts with SIGABRT. Start it from a clean environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QT_QPA_") and k != "LD_LIBRARY_PATH"}
-        env.update(HOME=str(home), DISPLAY=display, LIBGL_ALWAYS_SOFTWARE="1")
-        log = open(home / "obs.log", "wb")
-        obs = subprocess.Popen(["obs", "--minimize-to-tray", "--disable-shutdown-check", "--multi",
-                                "--disable-updater"], env=env, cwd=home, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(obs)
-        deadline = time.monotonic() + 30
-        while True:
-            assert obs.poll() is None, f"OBS exited with {obs.returncode}: {(home / 'obs.log').read_text()[-1500:]}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "OBS websocket did not open within 30 s"
-                time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}", password
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        shutil.rmtree(home, ignore_errors=True)
+    """A real OBS Studio under its own Xvfb (tests/peers/obs.py), websocket on a free port with a password."""
+    password = "doctor-" + uuid.uuid4().hex[:8]
+    with ObsStudio(password=password) as obs:
+        yield f"ws://127.0.0.1:{obs.port}", password
 
 
 @pytest.mark.integration

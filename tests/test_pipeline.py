@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-import cv2
 import numpy as np
 import pytest
 
 import vprod.engine.pipeline as pipeline_mod
+from vprod.engine.pipeline import Guard
 from vprod.engine import (LAYER_PARAMS, Effect, ElementConfig, FrameContext, IntParam, Layer, Params,
                           Pipeline, Source, blend)
 
@@ -304,11 +304,13 @@ def test_a_faulted_effect_is_retried_after_back_off_and_heals(now, caplog):
         np.testing.assert_array_equal(out, frame_of((100, 0, 0)))
         now.t += 0.5
         out = p.render(ctx())  # back-off over: retried, and it works again
-    assert eff.calls == 2
-    np.testing.assert_array_equal(out, frame_of((110, 10, 10)))
-    assert any("runs again" in r.getMessage() for r in caplog.records)
+        assert eff.calls == 2
+        np.testing.assert_array_equal(out, frame_of((110, 10, 10)))
+        assert not any("runs cleanly again" in r.getMessage() for r in caplog.records)  # one good frame is no cure
+        now.t += Guard.HEAL_S
+        out = p.render(ctx())  # clean for HEAL_S seconds: healed, and said so once
+    assert any("runs cleanly again" in r.getMessage() for r in caplog.records)
     assert p.faults()[0]["faults"] == 1 and p.faults()[0]["running"] is True
-    out = p.render(ctx())
     assert eff.calls == 3
     np.testing.assert_array_equal(out, frame_of((110, 10, 10)))
 
@@ -328,15 +330,26 @@ def test_a_permanently_failing_effect_is_reported_once_and_retried_ever_less_oft
 
 
 def test_a_fault_after_healing_is_reported_again(now, caplog):
-    eff = AddEffect(cfg("fg"), fail_on={1, 3})
+    eff = AddEffect(cfg("fg"), fail_on={1, 4})
     p = make_pipeline(make_layer("fg", ColourSource(cfg("fg")), [("boost", eff)]))
     with caplog.at_level(logging.INFO, logger="vprod.engine"):
-        for _ in range(3):
+        for step in (1.0, Guard.HEAL_S, 1.0, 1.0):  # fail, ok, ok (healed), fail
             p.render(ctx())
-            now.t += 1.0
-    assert eff.calls == 3
+            now.t += step
+    assert eff.calls == 4
     assert len(errors(caplog)) == 2  # one per episode
     assert p.faults()[0]["faults"] == 2
+
+
+def test_an_element_failing_every_other_frame_is_reported_once(now, caplog):
+    eff = AddEffect(cfg("fg"), fail_on=set(range(1, 100, 2)))
+    p = make_pipeline(make_layer("fg", ColourSource(cfg("fg")), [("boost", eff)]))
+    with caplog.at_level(logging.INFO, logger="vprod.engine"):
+        for _ in range(60):  # a minute, one frame a second: never clean for HEAL_S
+            p.render(ctx())
+            now.t += 1.0
+    assert p.faults()[0]["faults"] >= 3
+    assert len(errors(caplog)) == 1
 
 
 def test_an_effect_returning_none_is_a_fault(now, caplog):

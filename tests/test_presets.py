@@ -183,7 +183,7 @@ def test_a_broken_preset_reports_every_error_with_file_key_and_allowed_values(tm
     assert {e.file for e in errs} == {str(path)}
     got = by_key(errs)
     assert set(got) == {"colour", "layers[0].params.r", "layers[0].params.g", "layers[0].params.shine",
-                        "layers[1].id", "layers[1].source", "layers.fg.mask", "outputs.ndi"}
+                        "layers[1].id", "layers[1].source", "layers[2].mask", "outputs.ndi"}
     assert "unknown key" in got["colour"]
     for top in ("crossfade", "fps", "height", "layers", "name", "outputs", "width"):
         assert top in got["colour"]
@@ -191,8 +191,10 @@ def test_a_broken_preset_reports_every_error_with_file_key_and_allowed_values(tm
     assert "'green'" in got["layers[0].params.g"] and "0..1" in got["layers[0].params.g"]
     assert "unknown parameter of solid (allowed: b, g, r)" in got["layers[0].params.shine"]
     assert "'bg' is used by another layer" in got["layers[1].id"]
-    assert "unknown source 'plasma' (allowed: image, procedural, solid, video, webcam)" in got["layers[1].source"]
-    assert "no layer 'nowhere' (layers: bg, fg)" in got["layers.fg.mask"]
+    allowed_sources = ", ".join(registry.ids("source"))
+    assert "solid" in allowed_sources and "zmq" not in allowed_sources  # sources only, every one of them
+    assert f"unknown source 'plasma' (allowed: {allowed_sources})" in got["layers[1].source"]
+    assert "no layer 'nowhere' (layers: bg, fg)" in got["layers[2].mask"]
     assert "unknown sink 'ndi' (allowed: mjpeg, record, virtual_camera, zmq)" in got["outputs.ndi"]
 
 

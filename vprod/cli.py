@@ -34,7 +34,7 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from .daemon import Daemon, DaemonConfig, print_banner
+    from .daemon import Daemon, DaemonConfig, StopRequested, print_banner
     from .presets import PresetInvalid
 
     w, h = args.size if args.size else (None, None)
@@ -43,15 +43,22 @@ def cmd_run(args) -> int:
                        outputs=args.outputs.split(",") if args.outputs else None, record=args.record,
                        watch=not args.no_watch, threads=args.threads)
     d = Daemon(cfg)
+    d.install_signals()  # before start(): a signal while a model loads must still stop cleanly
     try:
         d.start()
+        print_banner(d.banner())
+        d.running = True  # from here a signal only sets the stop event; the loop sees it
+    except StopRequested:
+        d.shutdown()
+        return 0
     except FileNotFoundError as e:
+        d.shutdown()
         print(f"vprod: {e}", file=sys.stderr)
         return 2
     except PresetInvalid as e:
+        d.shutdown()
         print("vprod: the preset has errors, nothing started:\n" + str(e), file=sys.stderr)
         return 2
-    print_banner(d.banner())
     return d.run(max_frames=args.frames)
 
 

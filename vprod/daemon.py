@@ -28,6 +28,12 @@ DEFAULT_OUTPUTS = {"zmq": {}, "mjpeg": {}}
 PORT_OVERRIDES = {"zmq": "zmq_port", "mjpeg": "mjpeg_port"}
 
 
+class StopRequested(BaseException):
+    """Raised by the signal handler while the daemon is still starting (loading a model can take seconds).
+
+    A BaseException, so a plugin's `except Exception` around its own loading does not swallow it."""
+
+
 @dataclass
 class DaemonConfig:
     preset: str = "presets/default.toml"
@@ -56,6 +62,7 @@ class Daemon:
         self.controls: list = []  # objects with start() / stop() / status()
         self.watcher = PresetWatcher(self._on_preset_file_changed)
         self.preset_errors = 0
+        self.running = False  # True once the frame loop may see the stop event; until then a signal raises
         self._switch_lock = threading.Lock()
 
     # --- presets ---
@@ -169,15 +176,17 @@ class Daemon:
         return "\n".join(lines)
 
     def run(self, max_frames: int | None = None) -> int:
-        self._install_signals()
+        self.install_signals()
+        self.running = True
         try:
             self.engine.run(self.stop_event, max_frames)
         finally:
             self.shutdown()
         return 0
 
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
+    def install_signals(self) -> None:
+        """First SIGINT/SIGTERM stops gracefully (or aborts a start in progress); a second exits at once."""
+        if threading.current_thread() is not threading.main_thread() or getattr(self, "_old_handlers", None):
             return
         count = {"n": 0}
 
@@ -187,6 +196,8 @@ class Daemon:
                 os._exit(130)  # second signal: force
             log.info("%s: stopping", signal.Signals(signum).name)
             self.stop_event.set()
+            if not self.running:
+                raise StopRequested(signal.Signals(signum).name)
 
         self._old_handlers = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -199,8 +210,9 @@ class Daemon:
                 log.warning("control did not stop cleanly: %s", e)
         if self.engine:
             self.engine.close()
-        for s, h in getattr(self, "_old_handlers", {}).items():
+        for s, h in (getattr(self, "_old_handlers", None) or {}).items():
             signal.signal(s, h)
+        self._old_handlers = None
         log.info("stopped after %d frames (%d dropped)", self.engine.frames if self.engine else 0,
                  self.engine.clock.dropped_total if self.engine else 0)
 

@@ -222,6 +222,10 @@ def parse(data: dict, file: str, registry: PluginRegistry, name: str = "") -> tu
                 except (ParamError, TypeError) as e:
                     errors.append(PresetError(file, f"{key}.{lp}", f"{e} (allowed: {LAYER_PARAMS[lp].allowed()})"))
         spec["mask"] = layer.get("mask", "")
+        if not isinstance(spec["mask"], str):
+            errors.append(PresetError(file, f"{key}.mask", "must be the id of another layer"))
+            spec["mask"] = ""
+        spec["key"] = key
         spec["visible"] = layer.get("visible", True)
         if not isinstance(spec["visible"], bool):
             errors.append(PresetError(file, f"{key}.visible", "must be true or false"))
@@ -250,7 +254,7 @@ def parse(data: dict, file: str, registry: PluginRegistry, name: str = "") -> tu
         pr.layers.append(spec)
     for spec in pr.layers:
         if spec["mask"] and spec["mask"] not in seen:
-            errors.append(PresetError(file, f"layers.{spec['id']}.mask", f"no layer {spec['mask']!r} "
+            errors.append(PresetError(file, f"{spec['key']}.mask", f"no layer {spec['mask']!r} "
                                                                          f"(layers: {', '.join(sorted(seen))})"))
 
     outputs = data.get("outputs", {})

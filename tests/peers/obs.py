@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from peers import clean_env
+
 GLOBAL_INI = """\
 [General]
 FirstRun=true
@@ -116,8 +118,7 @@ class ObsStudio:
             runtime = self.home / "run"
             runtime.mkdir(mode=0o700)
             # Nothing of the caller's desktop: its config folders, session bus and sound server stay out of reach.
-            env = {k: v for k, v in os.environ.items()
-                   if not k.startswith(("XDG_", "WAYLAND_", "QT_", "DBUS_", "PULSE_"))}
+            env = {k: v for k, v in clean_env().items() if not k.startswith(("XDG_", "WAYLAND_", "DBUS_", "PULSE_"))}
             env.update(HOME=str(self.home), XDG_CONFIG_HOME=str(self.home / ".config"), XDG_RUNTIME_DIR=str(runtime),
                        DISPLAY=self.display, LIBGL_ALWAYS_SOFTWARE="1", QT_QPA_PLATFORM="xcb",
                        PULSE_SERVER=f"unix:{runtime}/no-pulse")

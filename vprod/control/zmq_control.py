@@ -41,7 +41,7 @@ def handle(daemon, req) -> dict:
     if op == "get":
         path = _path(req)
         st = _state(engine, path)
-        v = st.value
+        v = st.target if not isinstance(st.spec, TriggerParam) else st.value  # what was last set, even mid-slew
         return {"ok": True, "path": path, "value": list(v) if isinstance(v, tuple) else v,
                 "norm": _j(st.spec.to_norm(v))}
     if op == "set":

@@ -37,7 +37,13 @@ def check_frame(frame, what: str) -> np.ndarray:
 
 
 class Guard:
-    """Tracks one element's faults: bypass after an exception, retry after an exponential back-off."""
+    """Tracks one element's faults: bypass after an exception, retry after an exponential back-off.
+
+    An episode of faults is logged once; the element counts as healed (and the back-off resets) only after it has
+    run cleanly, frame after frame, for HEAL_S seconds, so an element failing every other frame is not logged over and over.
+    """
+
+    HEAL_S = 10.0
 
     def __init__(self, element: Element):
         self.element = element
@@ -45,6 +51,8 @@ class Guard:
         self.retry_at = 0.0
         self.backoff = 0.5
         self.last_error = ""
+        self.clean_since: float | None = None  # first good frame since the last fault
+        self.in_episode = False
         self.disabled_reason = ""  # set when open() failed: never run
 
     def ready(self, now: float) -> bool:
@@ -53,15 +61,20 @@ class Guard:
     def fail(self, exc: BaseException, now: float) -> None:
         self.faults += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        if self.backoff <= 0.5:
+        if not self.in_episode:
             log.error("%s raised and is bypassed: %s", self.element.label, self.last_error)
+            self.in_episode = True
+        self.clean_since = None
         self.retry_at = now + self.backoff
         self.backoff = min(self.backoff * 2, 30.0)
 
-    def ok(self) -> None:
-        if self.backoff > 0.5:
-            log.info("%s runs again", self.element.label)
-        self.backoff = 0.5
+    def ok(self, now: float) -> None:
+        if self.clean_since is None:
+            self.clean_since = now
+        if self.in_episode and now - self.clean_since >= self.HEAL_S:
+            log.info("%s runs cleanly again (%d faults)", self.element.label, self.faults)
+            self.in_episode = False
+            self.backoff = 0.5
 
 
 @dataclass
@@ -138,7 +151,7 @@ class Pipeline:
         if g.ready(now):
             try:
                 frame = check_frame(layer.source.process(ctx), "process()")
-                g.ok()
+                g.ok(now)
             except Exception as e:  # noqa: BLE001
                 g.fail(e, now)
                 frame = layer.last_frame
@@ -152,7 +165,7 @@ class Pipeline:
                 continue
             try:
                 frame = fit(check_frame(eff.process(frame, ctx), "process()"), ctx.width, ctx.height)
-                g.ok()
+                g.ok(now)
             except Exception as e:  # noqa: BLE001
                 g.fail(e, now)
         return frame
