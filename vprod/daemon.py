@@ -169,7 +169,7 @@ class Daemon:
         time.sleep(0.2)  # let the outputs bind so the banner tells the truth
         for name, r in e.sinks.items():
             where = getattr(r.sink, "where", None)
-            state = "off: " + r.last_error if r.state == "failed" else (where() if callable(where) else r.state)
+            state = "off (see the error above)" if r.state == "failed" else (where() if callable(where) else r.state)
             lines.append(f"  output {name:<15} {state}")
         for ctl in self.controls:
             lines.append(f"  control {ctl.describe()}")
