@@ -19,7 +19,7 @@ A dataset is a folder DIR::
      "command": "vprod data render --out ...",    # how it was made
      "args": {...},                               # the arguments, as given
      "complete": true,                            # false while a run is still writing clips
-     "events": {"glide": n, "jump": n, "switch": n, "cut": n},
+     "events": {"glide": n, "jump": n, "switch": n} | {"cut": n},   # renderer | footage
      "seconds": wall time of the run}
 
 Each ``clips/NNNNNN.npz`` (a zip of .npy members, readable with ``np.load(path)``; no pickles) holds:
@@ -52,14 +52,18 @@ sequence of segments until the clip is full:
 * jump   - 1-3 knobs change instantly by at least 0.2 (a cut), then a hold;
 * switch - the renderer's family changes (``Renderer.set_family``: time and camera carry on), then a hold.
 
+(chosen with probabilities SEGMENT_P = hold .25, glide .35, jump .22, switch .18; over 1500 clips of 64 frames:
+0.77 glides, 0.25 jumps and 0.22 switches per clip, each family 16-17 % of the frames.)
+
 Everything follows from the clip's seed (``np.random.default_rng(seed)``); clip i of a dataset with seed S
 has seed ``clip_seed(S, i)``. Starting families are balanced: every block of ``len(FAMILIES)`` consecutive
 clips starts once in each family (in a seeded order).
 
 Footage pseudo-actions
 ----------------------
-Global motion between consecutive frames (after resizing to the model size) comes from dense optical flow
-(Farneback, at half the model size) fitted with a robust similarity transform (``cv2.estimateAffinePartial2D``,
+Global motion between consecutive frames (after resizing to the model size) comes from corners tracked by
+pyramidal Lucas-Kanade (forward-backward checked; dense Farneback flow where a frame has too few corners), on
+frames scaled to at most 192 px wide, fitted with a robust similarity transform (``cv2.estimateAffinePartial2D``,
 RANSAC, so people moving inside the frame do not count as camera motion). Per frame t (motion from t-1 to t):
 
 * pan  = -dx / width   (content moving left = camera panning right = positive)
@@ -67,22 +71,35 @@ RANSAC, so people moving inside the frame do not count as camera motion). Per fr
 * zoom = ln(scale)     (content growing = zooming in = positive)
 
 smoothed over 5 frames (weights 1-2-3-2-1, never across a detected cut), then mapped onto the controls with the
-meaning CONTROL_NAMES gives them:
+meaning CONTROL_NAMES gives them, with scales taken from the renderer's camera (vprod.world.render: turn rate
+(yaw-0.5)*2*1.1 rad/s, horizon row height*(0.42 + 0.55*2*(pitch-0.5)), field of view 100-66*zoom degrees) so
+that the estimator reading the renderer's own frames gives back its knobs (`estimate_controls`; measured at
+256x144, speed 0: yaw 0.25 / 0.75 / 1.0 read 0.23-0.26 / 0.74-0.77 / 1.0 in terrain, city, starfield and ocean;
+pitch 0.5 -> 0.8 over a second reads 0.75-0.83 at the end in those, and zoom 0.5 -> 0.8 reads 0.80-0.85 in all
+six; tunnel and plasma do not turn with yaw):
 
-* ``yaw``   is a turn *rate*:  yaw   = 0.5 + YAW_PER_PAN * pan                 (YAW_PER_PAN = 25: a pan of
-  2 % of the frame width per frame, ~0.6 widths a second, reaches 0 or 1)
-* ``pitch`` is an *angle*:     pitch = 0.5 + PITCH_PER_TILT * sum(tilt)        (PITCH_PER_TILT = 0.5: tilting
-  up by a whole frame height from the clip's start reaches 1)
-* ``zoom``  is a *level*:      zoom  = 0.5 + ZOOM_PER_LOG_SCALE * sum(zoom)    (ZOOM_PER_LOG_SCALE = 0.5/ln 2:
-  a 2x zoom-in from the clip's start reaches 1)
-* ``speed`` = SPEED_PER_MOTION * mean |flow| / width                          (SPEED_PER_MOTION = 40)
-* ``energy`` = ENERGY_PER_RESIDUAL * mean |flow - fitted camera motion| / width  (ENERGY_PER_RESIDUAL = 60;
-  the motion of things in the scene rather than of the camera)
+* ``yaw`` is a turn *rate*:  yaw = 0.5 + YAW_PER_PAN * pan, YAW_PER_PAN = 18 (at the neutral 67 deg field of
+  view yaw 1 turns 0.037 rad = 2.8 % of the width per frame; so a pan of 2.8 % of the width per frame, ~0.8
+  widths a second, reaches 0 or 1)
+* ``pitch`` is an *angle*:   pitch = 0.5 + PITCH_PER_TILT * sum(tilt), PITCH_PER_TILT = 0.9 (the renderer's
+  horizon moves 1.1 frame heights from pitch 0.5 to 1)
+* ``zoom`` is a *level*:     the summed ln(scale) changes the focal length from the neutral 67 deg field of view;
+  zoom = (100 - fov) / 66 as in the renderer (a 1.5x zoom-in from neutral reads 0.79, 2x 0.96)
+* ``speed`` = SPEED_PER_MOTION * mean |track motion - fitted translation| / width, SPEED_PER_MOTION = 150: the motion
+  that is not a pan or tilt (moving forward expands the view and adds parallax; moving things add too). A rough
+  level: the renderer's families at speed 0.4 read 0.18 (starfield), 0.35 (terrain), 0.43 (plasma), 0.44
+  (city), 0.66 (tunnel), 0.92 (ocean), since the knob moves each family's picture differently
+* ``energy`` = ENERGY_PER_RESIDUAL * mean |track motion - fitted similarity| / width, ENERGY_PER_RESIDUAL = 60: the
+  motion of things in the scene rather than of the camera (a residual of 0.5 % of the width per frame reads
+  0.3, the neutral energy)
 
-all clipped to 0..1; pitch and zoom restart from 0.5 at each clip and each detected cut (the absolute angle of
-user footage is unknown). Other knobs stay NEUTRAL. Cuts (colour histograms of consecutive frames unlike) are
-logged as events of kind 1 and carry no motion. Videos above 30 fps keep every round(fps/30)-th frame; a
-video's last partial clip is kept when it has at least half of ``frames_per_clip`` frames.
+all clipped to 0..1. A camera moving forward also reads partly as a zoom-in (a similarity fit cannot tell a dolly
+from a zoom: the renderer's tunnel at the neutral speed reads zoom 0.87 after a second), and energy is the
+roughest of all (the renderer's energy knob 0 -> 1 reads 0.25 -> 0.51 in ocean, 0.09 -> 0.26 in plasma, and
+barely moves elsewhere). Pitch and zoom restart from 0.5 at each clip and each detected cut (the absolute angle
+of user footage is unknown). Other knobs stay NEUTRAL. Cuts (colour histograms of consecutive frames unlike) are
+logged as events of kind 1 and carry no motion. Videos above 30 fps keep every round(fps/30)-th frame; a video's
+last partial clip is kept when it has at least half of ``frames_per_clip`` frames.
 
 Module import is light (numpy only); OpenCV, tqdm and the renderer load when used.
 """
@@ -120,19 +137,18 @@ MIN_JUMP = 0.2  # a jump moves each chosen knob at least this far; a glide moves
 SEGMENT_P = {"hold": 0.25, "glide": 0.35, "jump": 0.22, "switch": 0.18}
 
 # footage: scale factors from image motion to controls (see the module docstring)
-YAW_PER_PAN = 25.0
-PITCH_PER_TILT = 0.5
-ZOOM_PER_LOG_SCALE = 0.5 / math.log(2.0)
-SPEED_PER_MOTION = 40.0
+YAW_PER_PAN = 18.0
+PITCH_PER_TILT = 0.9
+NEUTRAL_FOV_DEG, FOV_PER_ZOOM_DEG = 67.0, 66.0  # the renderer's field of view: 100 - 66 * zoom degrees
+SPEED_PER_MOTION = 150.0
 ENERGY_PER_RESIDUAL = 60.0
 CUT_HIST_CORREL = 0.5  # consecutive frames whose colour histograms correlate less than this are a cut
 SMOOTH_WEIGHTS = np.array([1, 2, 3, 2, 1], np.float64)
 
-# measured on this 2-core machine at 256x144 (see render_dataset)
-DEFAULT_WORKERS = 1
-
-_CLIP_KEYS = ("frames", "controls", "family", "captions", "seed", "events")
-
+# render_dataset's default (workers=None) is one process per idle core, sampled at the start: measured at 256x144
+# (64-frame clips, compressed) on this 2-core machine, 2 workers rendered 440-485 frames/s against 265-300 for 1
+# when the machine was otherwise idle, but 205-250 against 255-300 while another process kept a core busy.
+IDLE_SAMPLE_S = 0.3
 
 # ---------------------------------------------------------------------------------------------------------------
 # Clip files
@@ -172,7 +188,8 @@ def write_clip(root: str | os.PathLike, idx: int, frames: np.ndarray, controls: 
     path = clip_path(root, idx)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    # np.savez_compressed deflates at level 6: ~3x slower than level 1 for a few % of size on frames
+    # deflate level 1: on rendered frames it kept 45 % of the bytes against 42 % at np.savez_compressed's level 6,
+    # in 70 % of the time
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED,
                          compresslevel=1 if compress else None) as zf:
         for name, arr in arrays.items():
@@ -403,13 +420,11 @@ def render_clip(renderer, module, families: Sequence[str], seed: int, frames: in
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(width: int, height: int) -> None:
-    try:
+def _worker_init(width: int, height: int, one_thread: bool = False) -> None:
+    if one_thread:  # a worker process among others: OpenCV's own thread pool would only oversubscribe the cores
         import cv2
 
         cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover - opencv is a dependency
-        pass
     module = _load_renderer_module()
     _WORKER.update(module=module, renderer=module.Renderer(width=width, height=height), size=(width, height),
                    families=tuple(module.FAMILIES))
@@ -439,19 +454,52 @@ def _env_restore(old: dict[str, str | None]) -> None:
             os.environ[n] = v
 
 
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (containers, taskset)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> float | None:
+    """How many cores were idle over the last `sample_s` seconds (Linux /proc/stat), or None where unknown."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[3] + v[4], sum(v)  # idle + iowait, all
+
+    try:
+        i0, t0 = read()
+        time.sleep(sample_s)
+        i1, t1 = read()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (i1 - i0) / max(1, t1 - t0) * (os.cpu_count() or 1)  # /proc/stat's first line sums every core
+
+
+def auto_workers(clips: int) -> int:
+    """The default number of render processes: one per idle core (at least 1, at most one per clip)."""
+    idle = idle_cores()
+    n = _cpu_count() if idle is None else int(idle + 0.3)
+    return max(1, min(n, _cpu_count(), clips))
+
+
 def render_dataset(out: str | os.PathLike, clips: int, frames_per_clip: int = 64, width: int = 256,
                    height: int = 144, seed: int = 0, workers: int | None = None, progress: bool = True,
                    overwrite: bool = False, compress: bool = True, command: str | None = None) -> dict[str, Any]:
     """Render `clips` clips of `frames_per_clip` frames into the dataset folder `out`; returns a summary dict.
 
-    `workers` processes render in parallel (spawn start method; default DEFAULT_WORKERS, chosen by measurement
-    on this 2-core machine). The result is the same for any number of workers. `overwrite` replaces a dataset
+    `workers` processes render in parallel (spawn start method); None picks one per idle core (auto_workers:
+    on a 2-core machine two workers were ~1.6x faster when it was otherwise idle and ~20 % slower while another
+    process held a core). The result is the same for any number of workers. With workers > 1 a calling script
+    needs the usual ``if __name__ == "__main__":`` guard (spawn re-imports it; ``vprod`` and ``python -m vprod``
+    are safe). `overwrite` replaces a dataset
     already in `out`. `command` is recorded in meta.json (the CLI passes its command line).
     """
     if clips < 0 or frames_per_clip < 1:
         raise ValueError("clips must be >= 0 and frames_per_clip >= 1")
-    workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
-    workers = min(workers, max(1, clips))
+    workers = auto_workers(clips) if workers is None else max(1, min(int(workers), max(1, clips)))
     out = Path(out)
     _prepare_out(out, overwrite)
     module = _load_renderer_module()
@@ -472,20 +520,26 @@ def render_dataset(out: str | os.PathLike, clips: int, frames_per_clip: int = 64
     bar = tqdm(total=clips * frames_per_clip, unit="frame", desc="render", disable=not progress, smoothing=0.1)
     try:
         if workers == 1:
-            _worker_init(width, height)
-            results = map(_worker_clip, tasks)
-            for _, n, ev in results:
-                counts += ev
-                bar.update(n)
+            import cv2
+
+            threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)  # measured: one OpenCV thread renders 5-15 % faster here than the default pool
+            try:
+                _worker_init(width, height)
+                for _, n, ev in map(_worker_clip, tasks):
+                    counts += ev
+                    bar.update(n)
+            finally:
+                cv2.setNumThreads(threads)
         else:
             import multiprocessing as mp
 
             old = _env_one_thread()
             try:
-                pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(width, height))
+                pool = mp.get_context("spawn").Pool(workers, initializer=_worker_init, initargs=(width, height, True))
             finally:
                 _env_restore(old)
-            with pool:
+            with pool:  # imap_unordered: a slow clip does not hold back the progress bar
                 for _, n, ev in pool.imap_unordered(_worker_clip, tasks, chunksize=1):
                     counts += ev
                     bar.update(n)
@@ -513,25 +567,35 @@ class Motion:
     pan: float = 0.0  # camera right +, fraction of the width per frame
     tilt: float = 0.0  # camera up +, fraction of the height per frame
     zoom: float = 0.0  # ln(scale) per frame, zoom in +
-    magnitude: float = 0.0  # mean |flow| / width
+    motion: float = 0.0  # mean |flow - fitted translation| / width (all but pan and tilt)
     residual: float = 0.0  # mean |flow - camera model| / width
     cut: bool = False
 
 
 class MotionEstimator:
-    """Global camera motion between consecutive RGB frames: Farneback flow + a RANSAC similarity fit."""
+    """Global camera motion between consecutive RGB frames.
 
-    def __init__(self, width: int, height: int, work_width: int = 128, grid: int = 4):
+    Corners (``cv2.goodFeaturesToTrack``) tracked by pyramidal Lucas-Kanade with a forward-backward check, then a
+    RANSAC similarity fit (``cv2.estimateAffinePartial2D``). Frames with too few trackable corners fall back to
+    dense Farneback flow on a grid. (Farneback alone misread the renderer's starfield at 128x72 - the sign of a
+    tilt flipped on point-like stars - while the tracker read every family within a few hundredths.)
+    """
+
+    MIN_TRACKS = 12
+
+    def __init__(self, width: int, height: int, work_width: int = 192, grid: int = 4):
         import cv2
 
         self.cv2 = cv2
         self.scale = min(1.0, work_width / width)
         self.w = max(16, round(width * self.scale))
         self.h = max(16, round(height * self.scale))
-        m = max(2, round(0.06 * min(self.w, self.h)))  # flow at the border is unreliable
+        self.centre = np.array([(self.w - 1) / 2, (self.h - 1) / 2], np.float32)
+        m = max(2, round(0.06 * min(self.w, self.h)))  # dense flow at the border is unreliable
         ys, xs = np.mgrid[m:self.h - m:grid, m:self.w - m:grid]
-        self.pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
-        self.centred = self.pts - np.array([(self.w - 1) / 2, (self.h - 1) / 2], np.float32)
+        self.grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
+        self.lk = dict(winSize=(13, 13), maxLevel=3,
+                       criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
         self.prev_gray: np.ndarray | None = None
         self.prev_hist: np.ndarray | None = None
 
@@ -541,6 +605,25 @@ class MotionEstimator:
     def _hist(self, small: np.ndarray) -> np.ndarray:
         cv2 = self.cv2
         return np.stack([cv2.calcHist([small], [ch], None, [16], [0, 256]).ravel() for ch in range(3)])
+
+    def _tracks(self, prev: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Corner positions in prev and gray (N, 2), or None when too few track both ways."""
+        cv2 = self.cv2
+        p0 = cv2.goodFeaturesToTrack(prev, maxCorners=400, qualityLevel=0.005, minDistance=3, blockSize=5)
+        if p0 is None or len(p0) < self.MIN_TRACKS:
+            return None
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, gray, p0, None, **self.lk)
+        pb, st2, _ = cv2.calcOpticalFlowPyrLK(gray, prev, p1, None, **self.lk)
+        p0, p1, pb = p0.reshape(-1, 2), p1.reshape(-1, 2), pb.reshape(-1, 2)
+        ok = (st1.ravel() == 1) & (st2.ravel() == 1) & (np.linalg.norm(pb - p0, axis=1) < 0.5)
+        return (p0[ok], p1[ok]) if ok.sum() >= self.MIN_TRACKS else None
+
+    def _dense(self, prev: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cv2 = self.cv2
+        a, b = cv2.GaussianBlur(prev, (0, 0), 1.0), cv2.GaussianBlur(gray, (0, 0), 1.0)
+        flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        f = flow[self.grid[:, 1].astype(int), self.grid[:, 0].astype(int)]
+        return self.grid, self.grid + f
 
     def __call__(self, frame: np.ndarray) -> Motion | None:
         """Motion from the previous frame to `frame` (None for the first frame)."""
@@ -555,17 +638,17 @@ class MotionEstimator:
         correl = min(cv2.compareHist(prev_hist[c], hist[c], cv2.HISTCMP_CORREL) for c in range(3))
         if correl < CUT_HIST_CORREL:
             return Motion(cut=True)
-        flow = cv2.calcOpticalFlowFarneback(prev, gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        f = flow[self.pts[:, 1].astype(int), self.pts[:, 0].astype(int)]
-        m, _inliers = cv2.estimateAffinePartial2D(self.centred, self.centred + f, method=cv2.RANSAC,
-                                                  ransacReprojThreshold=0.5, maxIters=500, confidence=0.99,
-                                                  refineIters=10)
-        if m is None:  # degenerate (a flat frame): plain least squares on translation only
-            m = np.array([[1, 0, float(f[:, 0].mean())], [0, 1, float(f[:, 1].mean())]], np.float64)
+        pts = self._tracks(prev, gray) or self._dense(prev, gray)
+        a, b = pts[0] - self.centre, pts[1] - self.centre  # centred: the fit's translation is the centre's
+        f = b - a
+        m, _inliers = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=0.5, maxIters=500,
+                                                  confidence=0.99, refineIters=10)
+        if m is None:  # degenerate: translation only
+            m = np.array([[1, 0, float(np.median(f[:, 0]))], [0, 1, float(np.median(f[:, 1]))]], np.float64)
         s = float(math.hypot(m[0, 0], m[1, 0]))
-        model = self.centred @ m[:, :2].T + m[:, 2] - self.centred
+        model = a @ m[:, :2].T + m[:, 2] - a
         return Motion(pan=-float(m[0, 2]) / self.w, tilt=float(m[1, 2]) / self.h, zoom=math.log(max(s, 1e-6)),
-                      magnitude=float(np.linalg.norm(f, axis=1).mean()) / self.w,
+                      motion=float(np.linalg.norm(f - m[:, 2], axis=1).mean()) / self.w,
                       residual=float(np.linalg.norm(f - model, axis=1).mean()) / self.w)
 
 
@@ -578,8 +661,75 @@ def _smooth(values: np.ndarray, shot: np.ndarray, cuts: np.ndarray, i: int) -> n
     return (values[lo:hi] * w[:, None]).sum(0) / total if total > 0 else np.zeros(values.shape[1])
 
 
+class MotionTrack:
+    """Per-frame camera motion of one continuous video, fed frame by frame; smoothed rates on demand.
+
+    Holds only the raw numbers of frames not yet forgotten (`forget`), so hour-long videos stream.
+    """
+
+    RADIUS = len(SMOOTH_WEIGHTS) // 2
+
+    def __init__(self, width: int, height: int):
+        self.est = MotionEstimator(width, height)
+        self.raw: list[np.ndarray] = []  # pan, tilt, zoom, motion, residual of frames base, base+1, ...
+        self.cut: list[bool] = []
+        self.base = 0
+
+    def __len__(self) -> int:
+        return self.base + len(self.raw)
+
+    def add(self, frame: np.ndarray) -> None:
+        m = self.est(frame)
+        if m is None:  # the first frame: it moves like the second (filled in when that arrives)
+            self.raw.append(np.zeros(5))
+            self.cut.append(False)
+            return
+        self.raw.append(np.array([m.pan, m.tilt, m.zoom, m.motion, m.residual]))
+        self.cut.append(m.cut)
+        if len(self) == 2 and not m.cut:
+            self.raw[0] = self.raw[1].copy()
+
+    def rates(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed rates [hi-lo, 5] and cut flags [hi-lo] of frames lo..hi-1 (needs RADIUS frames beyond hi
+        for the final values, where the video goes on)."""
+        a, b = max(self.base, lo - self.RADIUS), min(len(self), hi + self.RADIUS)
+        vals = np.array(self.raw[a - self.base:b - self.base], np.float64)
+        cuts = np.array(self.cut[a - self.base:b - self.base], bool)
+        shot = np.cumsum(cuts)
+        rates = np.stack([_smooth(vals, shot, cuts, i - a) for i in range(lo, hi)]).reshape(hi - lo, 5)
+        own = cuts[lo - a:hi - a]
+        rates[own] = 0.0
+        return rates, own
+
+    def forget(self, before: int) -> None:
+        """Drop what frames before `before` - RADIUS hold (no later clip reads them)."""
+        drop = max(0, before - self.RADIUS - self.base)
+        del self.raw[:drop], self.cut[:drop]
+        self.base += drop
+
+
+def estimate_controls(frames: Sequence[np.ndarray] | Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo-actions of one continuous sequence of RGB frames, as footage_to_dataset makes them for a clip:
+    controls [T, NUM_CONTROLS] float32 and cut flags [T]. Also a control read-back for any world's frames."""
+    track = None
+    for f in frames:
+        if track is None:
+            track = MotionTrack(f.shape[1], f.shape[0])
+        track.add(f)
+    if track is None:
+        return np.zeros((0, NUM_CONTROLS), np.float32), np.zeros(0, bool)
+    rates, cuts = track.rates(0, len(track))
+    return motion_to_controls(rates, cuts), cuts
+
+
+def zoom_from_log_scale(log_scale: float) -> float:
+    """The zoom knob whose field of view is the neutral one magnified by exp(log_scale) (unclipped)."""
+    half = math.atan(math.tan(math.radians(NEUTRAL_FOV_DEG) / 2.0) * math.exp(-log_scale))
+    return (100.0 - 2.0 * math.degrees(half)) / FOV_PER_ZOOM_DEG  # 0.5 at log_scale 0: 100 - 67 = 66 * 0.5
+
+
 def motion_to_controls(rates: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    """Controls [T, C] for one clip from smoothed per-frame rates [T, 5] (pan, tilt, zoom, magnitude,
+    """Controls [T, C] for one clip from smoothed per-frame rates [T, 5] (pan, tilt, zoom, motion,
     residual) and cut flags [T] (pitch and zoom, integrated, restart at the clip's start and at each cut)."""
     t = len(rates)
     c = np.tile(NEUTRAL.astype(np.float64), (t, 1))
@@ -594,14 +744,15 @@ def motion_to_controls(rates: np.ndarray, cuts: np.ndarray) -> np.ndarray:
         pitch_acc += tilt[i]
         zoom_acc += zoom[i]
         c[i, idx["pitch"]] = 0.5 + PITCH_PER_TILT * pitch_acc
-        c[i, idx["zoom"]] = 0.5 + ZOOM_PER_LOG_SCALE * zoom_acc
+        c[i, idx["zoom"]] = zoom_from_log_scale(zoom_acc)
     c[:, idx["speed"]] = SPEED_PER_MOTION * rates[:, 3]
     c[:, idx["energy"]] = ENERGY_PER_RESIDUAL * rates[:, 4]
     return np.clip(c, 0.0, 1.0).astype(np.float32)
 
 
 def _video_frames(path: Path, width: int, height: int):
-    """(frame step, estimated kept frames, iterator of RGB frames at width x height, 'cover' fit)."""
+    """(frame step, estimated kept frames, generator of RGB frames at width x height, 'cover' fit). The video is
+    checked now and decoded only when the generator runs (many videos are never open at once)."""
     import cv2
 
     from ..engine.compositor import fit_frame
@@ -610,10 +761,12 @@ def _video_frames(path: Path, width: int, height: int):
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    step = max(1, round(fps / FPS)) if fps > 0 else 1
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
+    step = max(1, round(fps / FPS)) if fps > 0 else 1
 
     def frames():
+        cap = cv2.VideoCapture(str(path))
         try:
             i = 0
             while True:
@@ -621,8 +774,7 @@ def _video_frames(path: Path, width: int, height: int):
                 if not ok:
                     return
                 if i % step == 0:
-                    small = fit_frame(bgr, width, height, "cover")
-                    yield cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+                    yield cv2.cvtColor(fit_frame(bgr, width, height, "cover"), cv2.COLOR_BGR2RGB)
                 i += 1
         finally:
             cap.release()
@@ -644,6 +796,7 @@ def footage_to_dataset(videos: Sequence[str | os.PathLike], out: str | os.PathLi
     for v in videos:
         if not v.is_file():
             raise FileNotFoundError(f"no video {v}")
+    opened = [(v, *_video_frames(v, width, height)) for v in videos]  # every video opens before anything is written
     out = Path(out)
     _prepare_out(out, overwrite)
     args = {"videos": [str(v) for v in videos], "frames_per_clip": frames_per_clip, "width": width,
@@ -655,60 +808,41 @@ def footage_to_dataset(videos: Sequence[str | os.PathLike], out: str | os.PathLi
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    opened = [(v, *_video_frames(v, width, height)) for v in videos]
     bar = tqdm(total=sum(n for _, _, n, _ in opened) or None, unit="frame", desc="footage", disable=not progress)
     n_clips = n_frames = n_cuts = 0
     min_tail = max(1, frames_per_clip // 2)
-    r = len(SMOOTH_WEIGHTS) // 2
-    est = MotionEstimator(width, height)
     try:
-        for path, step, _n, frames in opened:
-            est.reset()
-            raw: list[np.ndarray] = []  # per frame of the video: pan, tilt, zoom, magnitude, residual
-            cut: list[bool] = []
+        for path, _step, _n, frames in opened:
+            track = MotionTrack(width, height)
             buf: list[np.ndarray] = []  # frames of the clip being gathered
             clip_start = 0
             caption = f"user footage: {path.name}"
 
-            def flush(end: int, final: bool) -> None:
+            def flush(end: int) -> None:
                 nonlocal n_clips, n_frames, n_cuts, clip_start
                 count = end - clip_start
-                if count <= 0 or (final and count < min_tail):
-                    return
-                cuts = np.array(cut, bool)
-                shot = np.cumsum(cuts)
-                vals = np.array(raw, np.float64)
-                rates = np.stack([_smooth(vals, shot, cuts, i) for i in range(clip_start, end)])
-                rates[cuts[clip_start:end]] = 0.0
-                ccuts = cuts[clip_start:end]
-                controls = motion_to_controls(rates, ccuts)
-                events = [(int(i), CUT) for i in np.flatnonzero(ccuts) if i > 0]
-                write_clip(out, n_clips, np.stack(buf[:count]), controls, -1, caption, -1, events,
-                           compress=compress, source=path.name, start=np.int64(clip_start))
+                rates, cuts = track.rates(clip_start, end)
+                events = [(int(i), CUT) for i in np.flatnonzero(cuts) if i > 0]
+                write_clip(out, n_clips, np.stack(buf[:count]), motion_to_controls(rates, cuts), -1, caption, -1,
+                           events, compress=compress, source=path.name, start=np.int64(clip_start))
                 n_clips += 1
                 n_frames += count
                 n_cuts += len(events)
                 del buf[:count]
                 clip_start = end
+                track.forget(clip_start)
 
             for frame in frames:
-                m = est(frame)
-                if m is None:  # the first frame moves like the second; filled in below
-                    raw.append(np.zeros(5))
-                    cut.append(False)
-                else:
-                    raw.append(np.array([m.pan, m.tilt, m.zoom, m.magnitude, m.residual]))
-                    cut.append(m.cut)
-                    if len(raw) == 2:
-                        raw[0] = raw[1].copy() if not m.cut else raw[0]
+                track.add(frame)
                 buf.append(frame)
                 bar.update(1)
-                # a clip is final once the frames its smoothing reads (r beyond its end) are in
-                if len(raw) >= clip_start + frames_per_clip + r:
-                    flush(clip_start + frames_per_clip, final=False)
-            while len(raw) - clip_start >= frames_per_clip:
-                flush(clip_start + frames_per_clip, final=False)
-            flush(len(raw), final=True)
+                # a clip is final once the frames its smoothing reads beyond its end are in
+                if len(track) >= clip_start + frames_per_clip + MotionTrack.RADIUS:
+                    flush(clip_start + frames_per_clip)
+            while len(track) - clip_start >= frames_per_clip:
+                flush(clip_start + frames_per_clip)
+            if len(track) - clip_start >= min_tail:
+                flush(len(track))
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -735,8 +869,20 @@ def _size_arg(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _command_line() -> str:
-    return " ".join(["vprod"] + sys.argv[1:]) if sys.argv and sys.argv[0] else "vprod data"
+def _command_line(args) -> str:
+    """The command as it would be typed again (from the parsed arguments, not sys.argv)."""
+    import shlex
+
+    w, h = args.size
+    words = ["vprod", "data", args.data_command] + [str(v) for v in getattr(args, "videos", [])]
+    words += ["--out", str(args.out)]
+    if args.data_command == "render":
+        words += ["--clips", str(args.clips)]
+    words += ["--frames", str(args.frames), "--size", f"{w}x{h}"]
+    if args.data_command == "render":
+        words += ["--seed", str(args.seed)] + (["--workers", str(args.workers)] if args.workers else [])
+        words += ["--no-compress"] if args.no_compress else []
+    return shlex.join(words)
 
 
 def cmd_render(args) -> int:
@@ -744,8 +890,8 @@ def cmd_render(args) -> int:
     try:
         summary = render_dataset(args.out, args.clips, frames_per_clip=args.frames, width=w, height=h,
                                  seed=args.seed, workers=args.workers, progress=not args.quiet,
-                                 overwrite=args.overwrite, command=_command_line())
-    except FileExistsError as e:
+                                 overwrite=args.overwrite, compress=not args.no_compress, command=_command_line(args))
+    except (FileExistsError, ValueError) as e:
         print(f"vprod: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
@@ -756,7 +902,7 @@ def cmd_footage(args) -> int:
     w, h = args.size
     try:
         summary = footage_to_dataset(args.videos, args.out, frames_per_clip=args.frames, width=w, height=h,
-                                     progress=not args.quiet, overwrite=args.overwrite, command=_command_line())
+                                     progress=not args.quiet, overwrite=args.overwrite, command=_command_line(args))
     except (FileExistsError, FileNotFoundError, ValueError) as e:
         print(f"vprod: {e}", file=sys.stderr)
         return 2
@@ -775,8 +921,10 @@ def add_commands(subparsers) -> None:
     r.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
     r.add_argument("--size", type=_size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
     r.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    r.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"render processes (default {DEFAULT_WORKERS}, measured best on 2 cores)")
+    r.add_argument("--workers", type=int, default=None,
+                   help="render processes (default: one per idle core; 2 on an idle 2-core machine)")
+    r.add_argument("--no-compress", action="store_true",
+                   help="store frames uncompressed: ~2x the disk, ~1 ms less per frame")
     r.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_render)
