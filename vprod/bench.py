@@ -216,7 +216,105 @@ def run_host(frames: int = 300, size: tuple[int, int] = (1280, 720), quiet: bool
 def main(args) -> int:
     if args.what == "host":
         res = run_host(args.frames, tuple(args.size), quiet=args.json)
-    else:  # argparse restricts the choices
-        raise SystemExit(f"unknown benchmark {args.what}")
+    else:
+        res = run_world(frames=min(args.frames, 120), memory_frames=args.memory_frames, device=args.device,
+                        dtype=args.dtype, threads=tuple(int(t) for t in args.threads.split(",")),
+                        out_size=tuple(args.size), quiet=args.json)
     print(json.dumps(res, indent=None if args.json else 2))
     return 0
+
+
+# --- world model ---
+def _matmul_gflops(threads: int, dtype, seconds: float = 1.0) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(1024, 1024, dtype=dtype)
+    b = torch.randn(1024, 1024, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - t0) / 1e9
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_world(frames: int = 60, memory_frames: int = 10000, device: str = "cpu", dtype: str = "bf16",
+              threads: tuple[int, ...] = (1, 2), out_size: tuple[int, int] = (1280, 720), quiet: bool = False) -> dict:
+    import cv2
+    import torch
+
+    from .world import NEUTRAL
+    from .world.dynamics import Dynamics, DynamicsConfig
+    from .world.model import WEIGHTS_DIR, WorldModel, load_dynamics, load_tokenizer
+    from .world.tokenizer import Tokenizer, TokenizerConfig
+
+    tdt = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[dtype]
+    shipped = (WEIGHTS_DIR / "world.safetensors").is_file() and (WEIGHTS_DIR / "tokenizer.safetensors").is_file()
+    if shipped:
+        tok = load_tokenizer()
+        dyn, _ = load_dynamics()
+    else:  # speed does not depend on the weights' values
+        tok, dyn = Tokenizer(TokenizerConfig()).eval(), Dynamics(DynamicsConfig()).eval()
+    wm = WorldModel(tok, dyn, device=device, dtype=tdt)
+    rng = np.random.default_rng(0)
+    res: dict = {"bench": "world", "device": device, "dtype": dtype, "weights": "shipped" if shipped else "random-init",
+                 "model": {"d_model": dyn.cfg.d_model, "layers": dyn.cfg.layers, "context": dyn.cfg.context,
+                           "params": sum(p.numel() for p in dyn.parameters()),
+                           "tokenizer_params": sum(p.numel() for p in tok.parameters())},
+                 "native": f"{dyn.cfg.latent_w * tok.cfg.downsample}x{dyn.cfg.latent_h * tok.cfg.downsample}",
+                 "output": f"{out_size[0]}x{out_size[1]}", "runs": []}
+    cases = [(th, st) for th in threads for st in (1, 2, 4)]
+    with tqdm(total=len(cases), desc="bench world", disable=quiet, file=sys.stderr) as bar:
+        for th, steps in cases:
+            if device == "cpu":
+                torch.set_num_threads(th)
+            gf = _matmul_gflops(th, torch.bfloat16 if dtype == "bf16" else torch.float32) if device == "cpu" else None
+            wm.steps = steps
+            wm.reset(1, NEUTRAL, "terrain")
+            ms, up, parts = [], [], []
+            for i in range(frames + 5):
+                c = np.clip(NEUTRAL + rng.normal(0, 0.05, NEUTRAL.shape), 0, 1)
+                t0 = time.perf_counter()
+                f = wm.step(c)
+                t1 = time.perf_counter()
+                cv2.resize(f, out_size, interpolation=cv2.INTER_LINEAR)
+                t2 = time.perf_counter()
+                if i >= 5:  # warm-up
+                    ms.append((t1 - t0) * 1000)
+                    up.append((t2 - t1) * 1000)
+                    parts.append(wm.timings)
+            ms_a = np.array(ms)
+            res["runs"].append({
+                "threads": th, "steps": steps,
+                "fps_p50": round(1000 / float(np.percentile(ms_a, 50)), 1),
+                "fps_p99": round(1000 / float(np.percentile(ms_a, 99)), 1),  # the slow tail, as a rate
+                "frame_ms_p50": round(float(np.percentile(ms_a, 50)), 2),
+                "upscale_ms_p50": round(float(np.median(up)), 2),
+                **{k: round(float(np.median([p[k] for p in parts])), 2) for k in parts[0]},
+                "matmul_gflops": round(gf, 1) if gf else None,
+            })
+            bar.update(1)
+    if memory_frames:
+        torch.set_num_threads(threads[0])
+        wm.steps = 1
+        wm.reset(2, NEUTRAL, "city")
+        samples = []
+        for i in tqdm(range(memory_frames), desc="memory", disable=quiet, file=sys.stderr):
+            wm.step(np.clip(NEUTRAL + rng.normal(0, 0.05, NEUTRAL.shape), 0, 1))
+            if i % max(1, memory_frames // 20) == 0:
+                samples.append((i, round(_rss_mb(), 1), wm.cache.nbytes()))
+        first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
+        res["memory"] = {"frames": memory_frames, "rss_mb": [s[1] for s in samples],
+                         "rss_growth_mb": round(last[1] - first[1], 1), "cache_bytes": last[2],
+                         "cache_frames": len(wm.cache)}
+    return res

@@ -150,6 +150,33 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_train(args) -> int:
+    import shlex
+
+    from .threads import configure_threads
+
+    configure_threads(args.threads)
+    command = "vprod " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if args.what == "tokenizer":
+        from .world.tokenizer import TokenizerConfig
+        from .world.train import TokenizerTrain, train_tokenizer
+
+        t = TokenizerTrain(steps=args.steps or TokenizerTrain.steps, batch=args.batch or TokenizerTrain.batch,
+                           lr=args.lr or TokenizerTrain.lr, seed=args.seed)
+        res = train_tokenizer(args.data, args.out, t, TokenizerConfig(), device=args.device,
+                              progress=not args.quiet, command=command)
+    else:
+        from .world.train import WorldTrain, train_world
+
+        t = WorldTrain(steps=args.steps or WorldTrain.steps, batch=args.batch or WorldTrain.batch,
+                       lr=args.lr or WorldTrain.lr, seed=args.seed)
+        res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
+                          command=command, tiny=args.tiny)
+    if res:
+        print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vprod", description="Real-time generative video for live production.")
     ap.add_argument("--version", action="version", version=f"vprod {__version__}")
@@ -196,11 +223,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_doctor)
 
     p = sub.add_parser("bench", help="benchmarks printing JSON")
-    p.add_argument("what", choices=["host"])
+    p.add_argument("what", choices=["host", "world"])
     p.add_argument("--json", action="store_true", help="JSON only")
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
-    p.add_argument("--size", type=_size, default=(1280, 720))
+    p.add_argument("--size", type=_size, default=(1280, 720), help="output size")
+    p.add_argument("--memory-frames", type=int, default=10000, help="world: frames for the memory (RSS) run")
+    p.add_argument("--threads", default="1,2", help="world: thread counts to measure, comma-separated")
+    p.add_argument("--device", default="cpu", help="world: cpu or cuda")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"], help="world: compute dtype")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")
+    p.add_argument("what", choices=["tokenizer", "world"])
+    p.add_argument("--data", required=True, help="dataset folder (vprod data render / footage)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss plot, weights")
+    p.add_argument("--tokenizer", help="world: the tokenizer weights (.safetensors)")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch", type=int, help="batch per process")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--tiny", action="store_true", help="a tiny model (tests, smoke runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_train)
+
+    from .world import data as world_data
+
+    world_data.add_commands(sub)
     return ap
 
 

@@ -1,0 +1,133 @@
+"""The world model as a live source.
+
+The model runs on its own thread (one core), generating frame after frame at its own pace from the latest
+parameter values; `process()` only takes the newest frame and upscales it (the other core), so the frame loop never
+waits for the model. A prompt or family change is a new condition token: the running world turns towards it with
+no cut. `reset` restarts from the renderer's opening frame of the current family.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from vprod.engine import (BoolParam, ChoiceParam, FloatParam, FrameContext, IntParam, Source, TextParam, TriggerParam,
+                          resolve_path)
+from vprod.world import CONTROL_NAMES, NEUTRAL
+from vprod.world.render import FAMILIES
+
+CONTROL_DOCS = {
+    "yaw": "Camera turn rate: 0 left, 0.5 straight, 1 right",
+    "pitch": "Camera pitch: 0 down, 0.5 level, 1 up",
+    "speed": "Forward speed / animation rate",
+    "zoom": "Field of view: 0 wide, 1 zoomed in",
+    "daylight": "Time of day: 0 night, 0.5 dusk, 1 noon",
+    "hue": "Palette shift around the colour wheel",
+    "energy": "Motion intensity (audio drives this)",
+    "fog": "Fog / weather density",
+}
+
+
+class WorldModelSource(Source):
+    """An endless generated world (vprod's world model), steered live."""
+
+    params = {
+        **{name: FloatParam(float(NEUTRAL[i]), 0.0, 1.0, slew=0.2, doc=CONTROL_DOCS[name])
+           for i, name in enumerate(CONTROL_NAMES)},
+        "prompt": TextParam("", max_len=300, doc="Words the world turns towards (empty: none)"),
+        "family": ChoiceParam("terrain", FAMILIES, doc="Kind of world; a change steers there without a cut"),
+        "steps": ChoiceParam("2", ("1", "2", "4"), doc="Flow steps per frame: 1 fastest, 4 finest"),
+        "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength; above 1 costs a second pass per step"),
+        "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
+        "reset": TriggerParam(doc="Start again from the family's opening view"),
+        "paused": BoolParam(False, doc="Hold the current frame"),
+    }
+    options = {
+        "weights": ("", "world model weights (.safetensors); empty: the shipped ones"),
+        "tokenizer": ("", "tokenizer weights (.safetensors); empty: the shipped ones"),
+        "threads": (1, "torch threads for the model thread"),
+        "device": ("cpu", "cpu or cuda"),
+    }
+
+    def open(self) -> None:
+        from vprod.threads import configure_torch
+        from vprod.world.model import WEIGHTS_DIR, WorldModel, load_dynamics, load_tokenizer
+
+        configure_torch(int(self.opts["threads"]))
+        wpath = resolve_path(self.opts["weights"], self.config.preset_dir)[0] if self.opts["weights"] else \
+            WEIGHTS_DIR / "world.safetensors"
+        tpath = resolve_path(self.opts["tokenizer"], self.config.preset_dir)[0] if self.opts["tokenizer"] else \
+            WEIGHTS_DIR / "tokenizer.safetensors"
+        for p in (wpath, tpath):
+            if not p.is_file():
+                raise RuntimeError(f"world model weights not found: {p} (train them: see README, 'World model')")
+        dyn, meta = load_dynamics(wpath)
+        self.world = WorldModel(load_tokenizer(tpath), dyn, steps=int(self.p.steps), device=self.opts["device"],
+                                families=tuple(meta["trained"].get("families", FAMILIES)))
+        self._lock = threading.Lock()
+        self._latest: np.ndarray | None = None
+        self._frames = 0
+        self._error: str = ""
+        self._stop = threading.Event()
+        self._reset_requested = True
+        self._prompt = None
+        self._fps = 0.0
+        self._thread = threading.Thread(target=self._run, name="worldmodel", daemon=True)
+        self._thread.start()
+
+    # --- the model thread ---
+    def _controls(self) -> np.ndarray:
+        return np.array([self.p.get(n) for n in CONTROL_NAMES], np.float32)
+
+    def _run(self) -> None:
+        w = self.world
+        t_last = time.perf_counter()
+        while not self._stop.is_set():
+            try:
+                if self._reset_requested:
+                    self._reset_requested = False
+                    frame = w.reset(int(self.p.seed), self._controls(), self.p.family)
+                else:
+                    if self.p.paused:
+                        time.sleep(0.02)
+                        continue
+                    if self.p.prompt != self._prompt:
+                        self._prompt = self.p.prompt
+                        w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)
+                    w.set_family(self.p.family)
+                    w.steps = int(self.p.steps)
+                    w.guidance = float(self.p.guidance)
+                    frame = w.step(self._controls())
+                with self._lock:
+                    self._latest = frame
+                    self._frames += 1
+                now = time.perf_counter()
+                self._fps = 0.9 * self._fps + 0.1 / max(now - t_last, 1e-6)
+                t_last = now
+            except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
+                self._error = f"{type(e).__name__}: {e}"
+                time.sleep(0.5)
+
+    # --- the frame loop's side ---
+    def process(self, ctx: FrameContext) -> np.ndarray:
+        if self.p.fired("reset"):
+            self._reset_requested = True
+        if self._error:
+            err, self._error = self._error, ""
+            raise RuntimeError(f"world model: {err}")
+        with self._lock:
+            frame = self._latest
+        if frame is None:
+            return np.zeros((ctx.height, ctx.width, 3), np.uint8)  # the first frame is still being made
+        if frame.shape[1] != ctx.width or frame.shape[0] != ctx.height:
+            frame = cv2.resize(frame, (ctx.width, ctx.height), interpolation=cv2.INTER_LINEAR)
+        return frame
+
+    def close(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            self._thread.join(2.0)

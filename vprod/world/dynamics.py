@@ -1,0 +1,316 @@
+"""The dynamics model: a transformer causal frame by frame over latent patch tokens, conditions in the same stream.
+
+One frame is a group of tokens: condition tokens (control vector, audio features, text embedding, family) and the
+144 patch tokens of its 32×18×8 latent (2×2 patches). A frame attends to itself (both ways), to a rolling cache of
+the last `context` frames, and to a few learned, content-free sink tokens — so each frame costs the same forever.
+Time enters as rotary position on frame index (periods that divide 1024, so `t mod 1024` is exact forever).
+
+Sampling is flow matching (noise at τ=0 → data at τ=1) with the shortcut-model step-size input `d`, so 1, 2 or 4
+steps come from one set of weights; guidance is distilled into the training targets (one pass per step).
+
+Training sees a window of T frames twice: a clean stream (slightly noised, as context) and a noisy stream (the
+targets). Noisy frame i attends to clean frames i-context..i-1 — exactly what the cache holds at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+COND_GROUPS = ("control", "audio", "text", "family")
+
+
+@dataclass
+class DynamicsConfig:
+    latent_channels: int = 8  # channels of the tokenizer's latent
+    latent_h: int = 18  # latent grid height (144 / 8)
+    latent_w: int = 32  # latent grid width (256 / 8)
+    patch: int = 2  # latent patch size: 2×2×8 → one token
+    d_model: int = 192  # transformer width
+    layers: int = 6  # transformer blocks
+    heads: int = 6  # attention heads
+    mlp_ratio: float = 4.0  # MLP hidden size / d_model
+    context: int = 4  # past frames each frame attends to (the KV cache length, in frames)
+    sinks: int = 4  # learned content-free tokens every frame attends to
+    n_controls: int = 8  # control vector length (vprod.world.CONTROL_NAMES)
+    audio_dim: int = 8  # audio feature vector length
+    text_dim: int = 384  # sentence-embedding size (all-MiniLM-L6-v2)
+    families: int = 6  # renderer families (+1 'unknown' id = families)
+    rope_time_dims: int = 8  # per-head dims rotated by frame index
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_h // self.patch) * (self.latent_w // self.patch)
+
+    @property
+    def cond_tokens(self) -> int:
+        return len(COND_GROUPS)
+
+    @property
+    def frame_tokens(self) -> int:
+        return self.cond_tokens + self.tokens_per_frame
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "DynamicsConfig":
+        return cls(**json.loads(text))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of a scalar per batch element (t in 0..1 scaled ×1000)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * 1000.0 * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def rope_angles(frame_index: torch.Tensor, dims: int) -> torch.Tensor:
+    """Rotation angles for frame indices; periods are powers of two (2..2^(dims/2)·…) so `index mod 1024` is exact."""
+    periods = 2.0 ** torch.arange(2, 2 + dims // 2, device=frame_index.device, dtype=torch.float32)  # 4,8,16,…
+    idx = (frame_index % 1024).float()
+    return idx[..., None] * (2 * math.pi / periods)
+
+
+def apply_rope(x: torch.Tensor, angles: torch.Tensor, dims: int) -> torch.Tensor:
+    """Rotate the first `dims` channels of each head. x: (B, H, L, hd); angles: (B, L, dims/2)."""
+    if dims == 0:
+        return x
+    cos, sin = angles.cos()[:, None].to(x.dtype), angles.sin()[:, None].to(x.dtype)
+    x1, x2, rest = x[..., 0:dims:2], x[..., 1:dims:2], x[..., dims:]
+    r1 = x1 * cos - x2 * sin
+    r2 = x1 * sin + x2 * cos
+    rot = torch.stack([r1, r2], dim=-1).flatten(-2)
+    return torch.cat([rot, rest], dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.heads = cfg.heads
+        self.rope_dims = cfg.rope_time_dims
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        hidden = int(d * cfg.mlp_ratio)
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
+
+    def qkv_heads(self, x: torch.Tensor, angles: torch.Tensor | None):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if angles is not None:
+            q = apply_rope(q, angles, self.rope_dims)
+            k = apply_rope(k, angles, self.rope_dims)
+        return q, k, v
+
+    def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        b, h, n, hd = attn.shape
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, n, h * hd))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x)), approximate="tanh"))
+
+
+class Dynamics(nn.Module):
+    def __init__(self, cfg: DynamicsConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or DynamicsConfig()
+        d = cfg.d_model
+        pin = cfg.latent_channels * cfg.patch * cfg.patch
+        self.patch_in = nn.Linear(pin, d)
+        self.patch_out = nn.Linear(d, pin)
+        nn.init.zeros_(self.patch_out.weight)
+        nn.init.zeros_(self.patch_out.bias)
+        self.pos = nn.Parameter(torch.randn(1, cfg.tokens_per_frame, d) * 0.02)
+        self.type_emb = nn.Parameter(torch.randn(cfg.cond_tokens + 1, d) * 0.02)  # conds…, latent
+        self.sink = nn.Parameter(torch.randn(1, cfg.sinks, d) * 0.02)
+        self.control_in = nn.Sequential(nn.Linear(cfg.n_controls, d), nn.SiLU(), nn.Linear(d, d))
+        self.audio_in = nn.Sequential(nn.Linear(cfg.audio_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.text_in = nn.Linear(cfg.text_dim, d)
+        self.family_emb = nn.Embedding(cfg.families + 1, d)
+        self.null = nn.Parameter(torch.zeros(cfg.cond_tokens, d))  # a dropped (absent) modality
+        self.time_in = nn.Sequential(nn.Linear(128, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm_out = nn.LayerNorm(d)
+
+    # --- tokens ---
+    def patchify(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) latent → (B, N, C·p·p)."""
+        p = self.cfg.patch
+        b, c, h, w = z.shape
+        return z.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        cfg, p = self.cfg, self.cfg.patch
+        b = x.shape[0]
+        hp, wp = cfg.latent_h // p, cfg.latent_w // p
+        return x.view(b, hp, wp, cfg.latent_channels, p, p).permute(0, 3, 1, 4, 2, 5).reshape(
+            b, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
+
+    def frame_tokens(self, z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict) -> torch.Tensor:
+        """One frame per batch element → (B, frame_tokens, d_model).
+
+        z: (B, C, H, W) latent at flow time `tau` (1 = clean); d: shortcut step size (0 = plain flow matching);
+        cond: {"control": (B, n_controls), "audio": (B, audio_dim), "text": (B, text_dim), "family": (B,) long,
+               "drop": (B, 4) bool — True where that group is absent}.
+        """
+        cfg = self.cfg
+        b = z.shape[0]
+        x = self.patch_in(self.patchify(z)) + self.pos + self.type_emb[-1]
+        conds = torch.stack([self.control_in(cond["control"]), self.audio_in(cond["audio"]),
+                             self.text_in(cond["text"]), self.family_emb(cond["family"])], dim=1)
+        drop = cond.get("drop")
+        if drop is not None:
+            conds = torch.where(drop[..., None], self.null.expand(b, -1, -1).to(conds.dtype), conds)
+        conds = conds + self.type_emb[:-1]
+        t = self.time_in(torch.cat([timestep_embedding(tau, 64), timestep_embedding(d, 64)], dim=-1))
+        return torch.cat([conds, x], dim=1) + t[:, None, :]
+
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states of a frame's tokens → velocity latent (B, C, H, W)."""
+        return self.unpatchify(self.patch_out(self.norm_out(h[:, self.cfg.cond_tokens:])))
+
+    def forward(self, *args, **kwargs):  # what DistributedDataParallel calls
+        return self.forward_train(*args, **kwargs)
+
+    # --- training: T frames, clean stream + noisy stream, one pass ---
+    def forward_train(self, z_ctx: torch.Tensor, tau_ctx: torch.Tensor, z_noisy: torch.Tensor, tau: torch.Tensor,
+                      d: torch.Tensor, cond: dict, frame0: int | torch.Tensor = 0) -> torch.Tensor:
+        """z_ctx, z_noisy: (B, T, C, H, W); tau_ctx, tau, d: (B, T); cond values with a leading (B, T).
+
+        Returns the predicted velocity for every noisy frame, (B, T, C, H, W).
+        """
+        b, T = z_ctx.shape[:2]
+        cfg = self.cfg
+        F_ = cfg.frame_tokens
+
+        def flat(v):
+            return v.reshape(b * T, *v.shape[2:])
+
+        cflat = {k: flat(v) for k, v in cond.items()}
+        ctx = self.frame_tokens(flat(z_ctx), flat(tau_ctx), torch.zeros_like(flat(tau_ctx)), cflat).view(b, T * F_, -1)
+        noisy = self.frame_tokens(flat(z_noisy), flat(tau), flat(d), cflat).view(b, T * F_, -1)
+        x = torch.cat([self.sink.expand(b, -1, -1), ctx, noisy], dim=1)
+        frame_idx = torch.arange(T, device=x.device) + frame0
+        fi = torch.cat([torch.zeros(cfg.sinks, device=x.device, dtype=torch.long),
+                        frame_idx.repeat_interleave(F_), frame_idx.repeat_interleave(F_)])
+        angles = rope_angles(fi, cfg.rope_time_dims)[None].expand(b, -1, -1)
+        # sinks carry no time: rotation by angle 0
+        angles = angles.clone()
+        angles[:, : cfg.sinks] = 0
+        mask = self.train_mask(T, x.device)
+        for blk in self.blocks:
+            q, k, v = blk.qkv_heads(x, angles)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = blk.finish(x, attn)
+        out = x[:, cfg.sinks + T * F_:].reshape(b * T, F_, -1)
+        return self.readout(out).view(b, T, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
+
+    def train_mask(self, T: int, device) -> torch.Tensor:
+        """Boolean (L, L), True = may attend. Sinks see sinks; clean frame i sees clean i-W..i; noisy frame i
+        sees clean i-W..i-1 and itself."""
+        cfg = self.cfg
+        F_, S, W = cfg.frame_tokens, cfg.sinks, cfg.context
+        L = S + 2 * T * F_
+        fid = torch.full((L,), -1, dtype=torch.long, device=device)
+        fid[S:S + T * F_] = torch.arange(T, device=device).repeat_interleave(F_)
+        fid[S + T * F_:] = torch.arange(T, device=device).repeat_interleave(F_)
+        is_noisy = torch.zeros(L, dtype=torch.bool, device=device)
+        is_noisy[S + T * F_:] = True
+        is_sink = fid < 0
+        qi, ki = fid[:, None], fid[None, :]
+        qn, kn = is_noisy[:, None], is_noisy[None, :]
+        clean_k = ~kn & ~is_sink[None, :]
+        m = is_sink[None, :].expand(L, L).clone()  # everyone sees the sinks
+        # clean query: clean keys in [i-W, i]
+        m |= ~qn & ~is_sink[:, None] & clean_k & (ki <= qi) & (ki >= qi - W)
+        # noisy query: clean keys in [i-W, i-1], and its own noisy frame
+        m |= qn & clean_k & (ki < qi) & (ki >= qi - W)
+        m |= qn & kn & (ki == qi)
+        return m
+
+    # --- inference: one frame at a time with a rolling cache ---
+    def new_cache(self, batch: int = 1) -> "KVCache":
+        return KVCache(self.cfg, self.sink_kv(batch))
+
+    @torch.no_grad()
+    def sink_kv(self, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer keys/values of the sink tokens (they attend only to each other, as in training)."""
+        x = self.sink.expand(batch, -1, -1)
+        out = []
+        for blk in self.blocks:
+            q, k, v = blk.qkv_heads(x, None)
+            out.append((k, v))
+            x = blk.finish(x, F.scaled_dot_product_attention(q, k, v))
+        return out
+
+    @torch.no_grad()
+    def step_velocity(self, cache: "KVCache", z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict,
+                      frame_index: int) -> torch.Tensor:
+        """Velocity for the frame being generated, attending to sinks + cache + itself (the cache is unchanged)."""
+        x = self.frame_tokens(z, tau, d, cond)
+        angles = rope_angles(torch.full((x.shape[1],), frame_index, device=x.device), self.cfg.rope_time_dims)
+        angles = angles[None].expand(x.shape[0], -1, -1)
+        for li, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_heads(x, angles)
+            kc, vc = cache.keys_values(li)
+            attn = F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2))
+            x = blk.finish(x, attn)
+        return self.readout(x)
+
+    @torch.no_grad()
+    def commit(self, cache: "KVCache", z_clean: torch.Tensor, cond: dict, frame_index: int,
+               tau_ctx: float = 1.0) -> None:
+        """Run a finished frame through the model as context and push its keys/values into the cache."""
+        b = z_clean.shape[0]
+        x = self.frame_tokens(z_clean, torch.full((b,), tau_ctx, device=z_clean.device),
+                              torch.zeros(b, device=z_clean.device), cond)
+        angles = rope_angles(torch.full((x.shape[1],), frame_index, device=x.device), self.cfg.rope_time_dims)
+        angles = angles[None].expand(b, -1, -1)
+        new_kv = []
+        for li, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_heads(x, angles)
+            kc, vc = cache.keys_values(li)
+            attn = F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2))
+            new_kv.append((k, v))
+            x = blk.finish(x, attn)
+        cache.push(new_kv)
+
+
+class KVCache:
+    """Keys/values of the sinks and of the last `context` frames per layer; bounded — the oldest frame falls out."""
+
+    def __init__(self, cfg: DynamicsConfig, sinks: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.cfg = cfg
+        self.frames: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # [frame][layer] -> (k, v)
+        self._sink_kv = sinks
+
+    def keys_values(self, layer: int):
+        ks, vs = self._sink_kv[layer]
+        if not self.frames:
+            return ks, vs
+        k = torch.cat([ks] + [f[layer][0] for f in self.frames], 2)
+        v = torch.cat([vs] + [f[layer][1] for f in self.frames], 2)
+        return k, v
+
+    def push(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.frames.append(kv)
+        if len(self.frames) > self.cfg.context:
+            self.frames.pop(0)
+
+    def clear(self) -> None:
+        self.frames.clear()
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def nbytes(self) -> int:
+        n = sum(t.numel() * t.element_size() for f in self.frames for kv in f for t in kv)
+        return n + sum(t.numel() * t.element_size() for kv in self._sink_kv for t in kv)

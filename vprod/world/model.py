@@ -1,0 +1,172 @@
+"""The world model as a world: `reset(seed, controls, family)`, `observe(frame)`, `step(controls) → frame`.
+
+Per frame: sample the next latent in `steps` flow steps (one transformer pass each, the cache unchanged), decode
+it, then commit the clean latent to the cache (one more pass). Memory is the sinks plus the last `context` frames:
+each frame costs the same forever.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import NEUTRAL, NUM_CONTROLS
+from .checkpoint import load_weights
+from .dynamics import Dynamics, DynamicsConfig
+from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
+    model, _ = load_weights(path, lambda cfg: Tokenizer(TokenizerConfig.from_json(cfg)), "tokenizer")
+    return model.eval()
+
+
+def load_dynamics(path: str | Path = WEIGHTS_DIR / "world.safetensors") -> tuple[Dynamics, dict]:
+    model, meta = load_weights(path, lambda cfg: Dynamics(DynamicsConfig.from_json(cfg)), "world")
+    return model.eval(), meta
+
+
+class FlowSampler:
+    """Few-step sampler: `steps` Euler steps of size d = 1/steps on the shortcut model (d is an input)."""
+
+    def __init__(self, model: Dynamics, steps: int = 2):
+        self.model = model
+        self.steps = steps
+
+    @torch.no_grad()
+    def sample(self, cache, cond: dict, frame_index: int, noise: torch.Tensor, guidance: float = 1.0,
+               uncond: dict | None = None) -> torch.Tensor:
+        """`guidance` > 1 with `uncond` (the same conditions with prompt and family dropped) applies
+        classifier-free guidance: a second pass per step."""
+        z = noise
+        b = z.shape[0]
+        d = 1.0 / self.steps
+        for i in range(self.steps):
+            tau = torch.full((b,), i * d, device=z.device)
+            dd = torch.full((b,), d, device=z.device)
+            v = self.model.step_velocity(cache, z, tau, dd, cond, frame_index).float()
+            if guidance > 1.0 and uncond is not None:
+                vu = self.model.step_velocity(cache, z, tau, dd, uncond, frame_index).float()
+                v = vu + guidance * (v - vu)
+            z = z + d * v
+        return z
+
+
+class WorldModel:
+    """The trained tokenizer + dynamics served as a world (see vprod.world)."""
+
+    name = "worldmodel"
+
+    def __init__(self, tokenizer: Tokenizer | None = None, dynamics: Dynamics | None = None, steps: int = 2,
+                 device: str = "cpu", dtype: torch.dtype = torch.bfloat16, families: tuple[str, ...] = ()):
+        from .render import FAMILIES
+
+        self.device = torch.device(device)
+        self.tok = (tokenizer or load_tokenizer()).to(self.device).eval()
+        if dynamics is None:
+            dynamics, meta = load_dynamics()
+            families = tuple(meta["trained"].get("families", families))
+        self.dyn = dynamics.to(self.device).eval()
+        self.families = families or FAMILIES
+        self.sampler = FlowSampler(self.dyn, steps)
+        self.dtype = dtype
+        self.text: np.ndarray | None = None  # prompt embedding (384,) or None
+        self.family: str | None = None
+        self.gen = torch.Generator(device="cpu")
+        self.cache = None
+        self.t = 0
+        self.last_latent: torch.Tensor | None = None
+        self.timings: dict[str, float] = {}
+        self.guidance = 1.0
+
+    @property
+    def steps(self) -> int:
+        return self.sampler.steps
+
+    @steps.setter
+    def steps(self, n: int) -> None:
+        self.sampler.steps = int(n)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def _cond(self, controls) -> dict:
+        c = np.clip(np.nan_to_num(np.asarray(controls, np.float32), nan=0.5), 0, 1).reshape(1, NUM_CONTROLS)
+        fam = self.families.index(self.family) if self.family in self.families else len(self.families)
+        text = self.text if self.text is not None else np.zeros(384, np.float32)
+        drop = torch.tensor([[False, True, self.text is None, self.family is None]], device=self.device)
+        return {"control": torch.from_numpy(c).to(self.device), "audio": torch.zeros(1, 8, device=self.device),
+                "text": torch.from_numpy(np.asarray(text, np.float32)[None]).to(self.device),
+                "family": torch.tensor([fam], device=self.device), "drop": drop}
+
+    def encode(self, frame: np.ndarray) -> torch.Tensor:
+        with torch.no_grad(), self._autocast():
+            return self.tok.encode(frames_to_tensor(frame[None], self.device)).float()
+
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        with torch.no_grad(), self._autocast():
+            return tensor_to_frames(self.tok.decode(z))[0]
+
+    # --- the World contract ---
+    def reset(self, seed: int, controls, family: str | None = None, first_frame: np.ndarray | None = None):
+        """Start a world: the opening frame is the renderer's (or `first_frame`), encoded into the context."""
+        from .render import RendererWorld
+
+        self.gen.manual_seed(int(seed))
+        self.family = family if family is not None else self.families[int(seed) % len(self.families)]
+        if first_frame is None:
+            h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
+            w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
+            first_frame = RendererWorld(w, h).reset(seed, controls, self.family)
+        self.cache = self.dyn.new_cache()
+        self.t = 0
+        self.last_cond = self._cond(controls)
+        z = self.encode(first_frame)
+        with torch.no_grad(), self._autocast():
+            self.dyn.commit(self.cache, z, self.last_cond, self.t)
+        self.last_latent = z
+        return first_frame
+
+    def observe(self, frame: np.ndarray) -> None:
+        """The frame just produced truly was `frame`: it replaces our own in the context."""
+        self.cache.frames.pop()
+        z = self.encode(frame)
+        with torch.no_grad(), self._autocast():
+            self.dyn.commit(self.cache, z, self.last_cond, self.t)
+        self.last_latent = z
+
+    def step(self, controls) -> np.ndarray:
+        t0 = time.perf_counter()
+        self.t += 1
+        cond = self._cond(controls)
+        cfg = self.dyn.cfg
+        noise = torch.randn((1, cfg.latent_channels, cfg.latent_h, cfg.latent_w), generator=self.gen).to(self.device)
+        with torch.no_grad(), self._autocast():
+            uncond = None
+            if self.guidance > 1.0:
+                uncond = dict(cond, drop=cond["drop"].clone())
+                uncond["drop"][:, 2:] = True  # prompt and family absent
+            z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond)
+        t1 = time.perf_counter()
+        frame = self.decode(z)
+        t2 = time.perf_counter()
+        with torch.no_grad(), self._autocast():
+            self.dyn.commit(self.cache, z, cond, self.t)
+        t3 = time.perf_counter()
+        self.last_cond, self.last_latent = cond, z
+        self.timings = {"sample_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "commit_ms": (t3 - t2) * 1000}
+        return frame
+
+    # --- steering ---
+    def set_prompt(self, text: str | None) -> None:
+        from .text import embed_one
+
+        self.text = embed_one(text) if text else None
+
+    def set_family(self, family: str | None) -> None:
+        self.family = family

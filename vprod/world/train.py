@@ -1,0 +1,477 @@
+"""`vprod train tokenizer|world --data DIR --out DIR`: progress bars, resumable checkpoints, loss plots, bf16 on CPU.
+
+Runs on several processes or machines through torchrun (DistributedDataParallel; gloo on CPU, nccl on GPU):
+
+    torchrun --nproc-per-node 2 -m vprod train tokenizer --data data/worlds --out runs/tok
+
+Each rank draws its own batches (seeded by rank); gradients are averaged; rank 0 writes checkpoints and plots.
+The held-out split is the last `holdout` fraction of clips, never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import load_state, save_state, save_weights
+from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor
+
+
+# --- shared plumbing ---
+class Dist:
+    """Rank, world size and device; DDP set up from torchrun's environment when WORLD_SIZE > 1."""
+
+    def __init__(self, device: str = "auto"):
+        torch.set_flush_denormal(True)  # tiny weights/gradients as denormals slow CPU math by orders of magnitude
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = torch.device(f"cuda:{local}" if device == "cuda" else device)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        return model
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def plot_losses(log_path: Path, png: Path, keys: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, k in zip(axes, keys):
+        pts = [(r["step"], r[k]) for r in rows if k in r and r[k] is not None]
+        if pts:
+            x, y = zip(*pts)
+            ax.plot(x, y, lw=1)
+        ax.set_title(k)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if k.startswith("loss"):
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+def split_clips(n: int, holdout: float) -> tuple[list[int], list[int]]:
+    k = max(1, int(round(n * holdout))) if n > 1 else 0
+    return list(range(n - k)), list(range(n - k, n))
+
+
+def psnr_batch(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (as uint8 would be measured)."""
+    mse = ((a.clamp(-1, 1) - b.clamp(-1, 1)) * 127.5).pow(2).mean().item()
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+
+
+# --- tokenizer ---
+@dataclass
+class TokenizerTrain:
+    steps: int = 4000  # optimizer steps
+    batch: int = 16  # frames per step per rank
+    lr: float = 2e-3
+    warmup: int = 100
+    crop: tuple[int, int] = (128, 72)  # random crops (w, h) for most steps; full frames for the last `full_frac`
+    full_frac: float = 0.2
+    pool: int = 12000  # frames loaded into memory from the training clips
+    latent_noise: float = 0.3  # max noise (× latent std) on the latents the decoder sees
+    holdout: float = 0.05  # fraction of clips held out for evaluation
+    eval_frames: int = 256
+    eval_every: int = 500
+    seed: int = 0
+    bf16: bool = True
+
+
+def load_frame_pool(data: str, clips: list[int], n: int, seed: int) -> np.ndarray:
+    from .data import ClipDataset
+
+    ds = ClipDataset(data)
+    rng = np.random.default_rng(seed)
+    per_clip = max(1, int(math.ceil(n / max(1, len(clips)))))
+    out = []
+    for ci in clips:
+        frames = ds.load(ci, ("frames",))["frames"]
+        idx = np.sort(rng.choice(len(frames), size=min(per_clip, len(frames)), replace=False))
+        out.append(frames[idx])
+        if sum(len(o) for o in out) >= n:
+            break
+    pool = np.concatenate(out)[:n]
+    return pool
+
+
+def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcfg: TokenizerConfig | None = None,
+                    device: str = "auto", progress: bool = True, command: str = "") -> dict:
+    tcfg = tcfg or TokenizerTrain()
+    env = Dist(device)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tcfg.seed + env.rank)
+    from .data import ClipDataset
+
+    ds = ClipDataset(data)
+    train_clips, held = split_clips(len(ds), tcfg.holdout)
+    pool = load_frame_pool(data, train_clips, tcfg.pool, tcfg.seed + env.rank)
+    evalset = load_frame_pool(data, held, tcfg.eval_frames, 12345)
+    H, W = pool.shape[1:3]
+
+    model = Tokenizer(mcfg or TokenizerConfig()).to(env.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    state = load_state(outp / "checkpoint.pt")
+    step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        if env.main:
+            print(f"resuming {outp / 'checkpoint.pt'} at step {step}", file=sys.stderr)
+    net = env.wrap(model)
+    rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
+    log_path = outp / "log.jsonl"
+    bar = tqdm(total=tcfg.steps, initial=step, desc="tokenizer", disable=not (progress and env.main),
+               file=sys.stderr, dynamic_ncols=True)
+    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=tcfg.bf16)
+    t0 = time.monotonic() - elapsed
+    while step < tcfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, tcfg.steps, tcfg.lr, tcfg.warmup)
+        idx = rng.integers(0, len(pool), tcfg.batch)
+        batch = pool[idx]
+        if step < tcfg.steps * (1 - tcfg.full_frac):
+            cw, ch = min(tcfg.crop[0], W), min(tcfg.crop[1], H)
+            x0 = int(rng.integers(0, (W - cw) // 8 + 1)) * 8
+            y0 = int(rng.integers(0, (H - ch) // 8 + 1)) * 8
+            batch = batch[:, y0:y0 + ch, x0:x0 + cw]
+        if rng.random() < 0.5:
+            batch = batch[:, :, ::-1]
+        x = frames_to_tensor(np.ascontiguousarray(batch), env.device)
+        with autocast:
+            recon, recon_noisy, _ = net(x, latent_noise=tcfg.latent_noise)
+        loss_rec = F.mse_loss(recon.float(), x) + 0.5 * F.l1_loss(recon.float(), x)
+        loss = loss_rec
+        if recon_noisy is not None:
+            loss = loss + 0.5 * (F.mse_loss(recon_noisy.float(), x) + 0.5 * F.l1_loss(recon_noisy.float(), x))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        row = {"step": step, "loss": env.mean(float(loss.item())), "loss_rec": env.mean(float(loss_rec.item())),
+               "lr": opt.param_groups[0]["lr"]}
+        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+            row["eval_psnr"] = evaluate_tokenizer(model, evalset, env.device)
+            bar.set_postfix(psnr=f"{row['eval_psnr']:.2f}")
+        if env.main:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if step % tcfg.eval_every == 0 or step == tcfg.steps:
+                save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
+                           elapsed=time.monotonic() - t0)
+    bar.close()
+    elapsed = time.monotonic() - t0
+    result = {}
+    if env.main:
+        # Normalize latents: per-channel statistics over the training pool, folded into the model.
+        with torch.no_grad():
+            zs = []
+            for i in range(0, min(len(pool), 2048), 64):
+                zs.append(model.encoder(frames_to_tensor(pool[i:i + 64], env.device)).float())
+            zc = torch.cat(zs)
+            model.set_latent_stats(zc.mean(dim=(0, 2, 3)), zc.std(dim=(0, 2, 3)))
+        ps = evaluate_tokenizer(model, evalset, env.device)
+        trained = {"data": str(data), "clips": len(ds), "held_out_clips": len(held), "steps": step,
+                   "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
+                   "train": asdict(tcfg), "heldout_psnr_db": round(ps, 2), "command": command}
+        save_weights(outp / "tokenizer.safetensors", model, "tokenizer", model.cfg.to_json(), trained)
+        plot_losses(log_path, outp / "loss.png", ["loss", "eval_psnr"], "tokenizer")
+        result = {"weights": str(outp / "tokenizer.safetensors"), **trained}
+        (outp / "result.json").write_text(json.dumps(result, indent=2))
+    env.barrier()
+    env.close()
+    return result
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: Tokenizer, frames: np.ndarray, device, batch: int = 32) -> float:
+    """Mean PSNR (dB) of encode→decode on held-out frames, measured on uint8 output."""
+    was = model.training
+    model.eval()
+    mse = []
+    for i in range(0, len(frames), batch):
+        x = frames_to_tensor(frames[i:i + batch], device)
+        r = model.decode(model.encode(x))
+        r8 = ((r.float().clamp(-1, 1) + 1) * 127.5).round()
+        x8 = torch.as_tensor(frames[i:i + batch], device=device).movedim(-1, -3).float()
+        mse.append(((r8 - x8) ** 2).mean(dim=(1, 2, 3)))
+    model.train(was)
+    m = torch.cat(mse)
+    return float((10 * torch.log10(255.0 ** 2 / m.clamp_min(1e-10))).mean())
+
+
+# --- world model ---
+@dataclass
+class WorldTrain:
+    steps: int = 1500
+    batch: int = 8  # windows per step per rank
+    window: int = 5  # frames per training window (T)
+    lr: float = 1e-3
+    warmup: int = 100
+    holdout: float = 0.05
+    ctx_noise: float = 0.15  # max noise level on context frames (anti-drift, as GameNGen/DIAMOND)
+    shortcut_frac: float = 0.25  # windows trained on the shortcut self-consistency target
+    drop_p: float = 0.15  # each condition group dropped at random (classifier-free training)
+    rollout_frac: float = 0.0  # late training: windows whose context is the model's own detached prediction
+    eval_every: int = 250
+    seed: int = 0
+    bf16: bool = True
+
+
+SHORTCUT_DS = (1 / 8, 1 / 4, 1 / 2)  # d for the self-consistency target (2d = 1/4, 1/2, 1)
+
+
+class LatentSet:
+    """A dataset encoded by the tokenizer once: latents (fp16), controls, families, caption embeddings."""
+
+    def __init__(self, path: Path):
+        self.z = np.load(path / "latents.npy", mmap_mode="r")  # (clips, T, C, h, w) float16
+        self.controls = np.load(path / "controls.npy")  # (clips, T, n) float32
+        self.family = np.load(path / "family.npy")  # (clips, T) int16
+        self.caption_id = np.load(path / "caption_id.npy")  # (clips, T) int32
+        self.text = np.load(path / "text.npy")  # (U, 384) float32
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+
+def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: bool = True) -> Path:
+    """Encode every clip with the tokenizer (once; reused while the tokenizer file is unchanged)."""
+    from .data import ClipDataset
+    from .model import load_tokenizer
+    from .text import embed
+
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = f"{Path(tokenizer_path).resolve()}:{Path(tokenizer_path).stat().st_mtime_ns}:{Path(data).resolve()}"
+    if (out / "stamp.txt").exists() and (out / "stamp.txt").read_text() == stamp:
+        return out
+    ds = ClipDataset(data)
+    tok = load_tokenizer(tokenizer_path).to(device).eval()
+    first = ds.load(0, ("frames",))["frames"]
+    T = len(first)
+    h, w = first.shape[1] // tok.cfg.downsample, first.shape[2] // tok.cfg.downsample
+    z = np.lib.format.open_memmap(out / "latents.npy", mode="w+", dtype=np.float16,
+                                  shape=(len(ds), T, tok.cfg.latent_channels, h, w))
+    controls = np.zeros((len(ds), T, len(ds.control_names)), np.float32)
+    family = np.zeros((len(ds), T), np.int16)
+    caption_id = np.zeros((len(ds), T), np.int32)
+    captions: dict[str, int] = {}
+    for i in tqdm(range(len(ds)), desc="encode clips", disable=not progress, file=sys.stderr):
+        c = ds[i]
+        if len(c["frames"]) != T:
+            raise ValueError(f"clip {i} has {len(c['frames'])} frames, the first has {T}: one length per dataset")
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+            zi = torch.cat([tok.encode(frames_to_tensor(c["frames"][j:j + 32], device)) for j in range(0, T, 32)])
+        z[i] = zi.float().cpu().numpy().astype(np.float16)
+        controls[i] = c["controls"]
+        family[i] = c["family"]
+        caption_id[i] = [captions.setdefault(str(s), len(captions)) for s in c["captions"]]
+    z.flush()
+    text = embed(list(captions))
+    np.save(out / "controls.npy", controls)
+    np.save(out / "family.npy", family)
+    np.save(out / "caption_id.npy", caption_id)
+    np.save(out / "text.npy", text)
+    (out / "captions.json").write_text(json.dumps(list(captions)))
+    (out / "stamp.txt").write_text(stamp)
+    return out
+
+
+def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, device, drop_p: float,
+               n_families: int):
+    ci = rng.choice(clips, batch)
+    T = ls.z.shape[1]
+    st = rng.integers(0, T - window + 1, batch)
+    z = torch.from_numpy(np.stack([ls.z[c, s:s + window] for c, s in zip(ci, st)]).astype(np.float32)).to(device)
+    ctrl = torch.from_numpy(np.stack([ls.controls[c, s:s + window] for c, s in zip(ci, st)])).to(device)
+    fam = np.stack([ls.family[c, s:s + window] for c, s in zip(ci, st)]).astype(np.int64)
+    fam[fam < 0] = n_families  # footage: 'unknown'
+    text = torch.from_numpy(np.stack([ls.text[ls.caption_id[c, s:s + window]] for c, s in zip(ci, st)])).to(device)
+    drop = torch.from_numpy(rng.random((batch, 1, 4)) < drop_p).to(device).expand(batch, window, 4).clone()
+    drop[..., 1] = True  # no audio in rendered clips: the audio token is always 'absent' here
+    cond = {"control": ctrl, "audio": torch.zeros(batch, window, 8, device=device), "text": text,
+            "family": torch.from_numpy(fam).to(device), "drop": drop}
+    return z, cond
+
+
+def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
+    """Flow matching (d = 0) on most windows, the shortcut self-consistency target on the rest."""
+    B, T = z.shape[:2]
+    dev = z.device
+    eps = torch.randn(z.shape, generator=rng_t, device=dev)
+    # context: clean latents with a little noise, its level given to the model (tau_ctx < 1)
+    sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
+    tau_ctx = 1.0 - sig
+    z_ctx = tau_ctx[..., None, None, None] * z + sig[..., None, None, None] * torch.randn(z.shape, generator=rng_t,
+                                                                                          device=dev)
+    n_sc = int(round(B * tcfg.shortcut_frac))
+    tau = torch.rand(B, T, generator=rng_t, device=dev)
+    d = torch.zeros(B, T, device=dev)
+    target = z - eps  # flow-matching velocity (noise at 0 → data at 1)
+    if n_sc:
+        ds = torch.tensor(SHORTCUT_DS, device=dev)[torch.randint(0, len(SHORTCUT_DS), (n_sc, 1), generator=rng_t,
+                                                                 device=dev)].expand(n_sc, T)
+        # tau on the grid of 2d so that tau + 2d <= 1
+        k = torch.floor(torch.rand(n_sc, T, generator=rng_t, device=dev) / (2 * ds))
+        tau[:n_sc] = k * 2 * ds
+        d[:n_sc] = ds
+    zt = (1 - tau)[..., None, None, None] * eps + tau[..., None, None, None] * z
+    if n_sc:
+        with torch.no_grad():
+            sub = {k2: v[:n_sc] for k2, v in cond.items()}
+            s1 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], zt[:n_sc], tau[:n_sc], d[:n_sc], sub)
+            z2 = zt[:n_sc] + d[:n_sc][..., None, None, None] * s1
+            s2 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], z2, tau[:n_sc] + d[:n_sc], d[:n_sc], sub)
+            target = target.clone()
+            target[:n_sc] = 0.5 * (s1 + s2)
+            d = d.clone()
+            d[:n_sc] = 2 * d[:n_sc]  # the pair of d-steps is the target for one 2d-step
+    pred = net(z_ctx, tau_ctx, zt, tau, d, cond)
+    per = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (B, T)
+    loss = per.mean()
+    return loss, {"loss_fm": float(per[n_sc:].mean()) if n_sc < B else None,
+                  "loss_sc": float(per[:n_sc].mean()) if n_sc else None}
+
+
+def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | None = None,
+                mcfg=None, device: str = "auto", progress: bool = True, command: str = "", tiny: bool = False) -> dict:
+    from .dynamics import Dynamics, DynamicsConfig
+    from .model import WEIGHTS_DIR
+
+    tcfg = tcfg or WorldTrain()
+    env = Dist(device)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    tokenizer = tokenizer or str(WEIGHTS_DIR / "tokenizer.safetensors")
+    if env.main:
+        encode_dataset(data, tokenizer, outp / "latents", env.device, progress)
+    env.barrier()
+    ls = LatentSet(outp / "latents")
+    from .data import ClipDataset
+
+    families = ClipDataset(data).families
+    if mcfg is None:
+        c, h, w = ls.z.shape[2:]
+        mcfg = DynamicsConfig(latent_channels=c, latent_h=h, latent_w=w, families=max(1, len(families)))
+        if tiny:
+            mcfg.d_model, mcfg.layers, mcfg.heads, mcfg.context = 64, 2, 4, 2
+    torch.manual_seed(tcfg.seed + env.rank)
+    model = Dynamics(mcfg).to(env.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    state = load_state(outp / "checkpoint.pt")
+    step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        if env.main:
+            print(f"resuming {outp / 'checkpoint.pt'} at step {step}", file=sys.stderr)
+    net = env.wrap(model)
+    train_clips, held = split_clips(len(ls), tcfg.holdout)
+    rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
+    gen = torch.Generator(device=env.device).manual_seed(tcfg.seed * 7919 + env.rank + step)
+    log_path = outp / "log.jsonl"
+    bar = tqdm(total=tcfg.steps, initial=step, desc="world", disable=not (progress and env.main), file=sys.stderr,
+               dynamic_ncols=True)
+    autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=tcfg.bf16)
+    t0 = time.monotonic() - elapsed
+    while step < tcfg.steps:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, tcfg.steps, tcfg.lr, tcfg.warmup)
+        z, cond = make_batch(ls, train_clips, tcfg.batch, tcfg.window, rng, env.device, tcfg.drop_p, mcfg.families)
+        with autocast:
+            loss, parts = world_loss(model, net, z, cond, tcfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        row = {"step": step, "loss": env.mean(float(loss.item())), "lr": opt.param_groups[0]["lr"],
+               **{k: v for k, v in parts.items() if v is not None}}
+        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+            with torch.no_grad(), autocast:
+                ez, econd = make_batch(ls, held, tcfg.batch, tcfg.window, np.random.default_rng(99), env.device,
+                                       0.0, mcfg.families)
+                el, _ = world_loss(model, model, ez, econd, tcfg, torch.Generator(device=env.device).manual_seed(5))
+            row["eval_loss"] = env.mean(float(el.item()))
+            bar.set_postfix(loss=f"{row['loss']:.3f}", eval=f"{row['eval_loss']:.3f}")
+        if env.main:
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            if step % tcfg.eval_every == 0 or step == tcfg.steps:
+                save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
+                           elapsed=time.monotonic() - t0)
+    bar.close()
+    elapsed = time.monotonic() - t0
+    result = {}
+    if env.main:
+        trained = {"data": str(data), "clips": len(ls), "held_out_clips": len(held), "steps": step,
+                   "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
+                   "tokenizer": str(tokenizer), "families": families, "train": asdict(tcfg), "command": command}
+        save_weights(outp / "world.safetensors", model, "world", mcfg.to_json(), trained)
+        plot_losses(log_path, outp / "loss.png", ["loss", "eval_loss"], "world model")
+        result = {"weights": str(outp / "world.safetensors"), **trained}
+        (outp / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    env.barrier()
+    env.close()
+    return result
