@@ -249,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_train)
 
     from .world import data as world_data
+    from .world import eval as world_eval
 
     world_data.add_commands(sub)
+    world_eval.add_commands(sub)
     return ap
 
 

@@ -11,7 +11,7 @@ same numbers.
 - gaussian_stats / frechet_distance / pixel_features: Fréchet distance between two feature sets (matrix square
   root by symmetric eigen-decomposition; no scipy).
 - switch_jump_ratio: how abruptly a stream changes around a family / prompt switch.
-- r2_scores: coefficient of determination per output column (control read-back).
+- r2_scores / circular_r2: coefficient of determination per output column, and on a circle (control read-back).
 """
 
 from __future__ import annotations
@@ -184,10 +184,16 @@ def window_stats(per_frame: np.ndarray, window: int, stride: int | None = None) 
     return np.stack([np.nanmean(x[s:s + window], axis=0) for s in starts])
 
 
-def band(reference_windows: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> tuple[np.ndarray, np.ndarray]:
-    """The band per statistic: the lo-th and hi-th percentiles (linear interpolation) over reference windows."""
+def band(reference_windows: np.ndarray, lo: float = 1.0, hi: float = 99.0,
+         margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The band per statistic: the lo-th and hi-th percentiles (linear interpolation) over reference windows,
+    widened by the factor 1 + margin (lower edge divided, upper edge multiplied, for the non-negative statistics
+    here; a negative edge is moved outward the same way). A relative margin keeps a lower edge above 0 above 0,
+    so a frozen stream (change 0) stays outside however wide the margin."""
     r = np.asarray(reference_windows, np.float64)
-    return np.nanpercentile(r, lo, axis=0), np.nanpercentile(r, hi, axis=0)
+    a, b = np.nanpercentile(r, lo, axis=0), np.nanpercentile(r, hi, axis=0)
+    f = 1.0 + margin
+    return np.where(a >= 0, a / f, a * f), np.where(b >= 0, b * f, b / f)
 
 
 def fraction_inside(windows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -339,3 +345,20 @@ def r2_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     ss_tot = ((t - t.mean(axis=0)) ** 2).sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+
+
+def circular_r2(y_true: np.ndarray, y_pred: np.ndarray, period: float = 1.0) -> float:
+    """R² for a quantity on a circle (0 and `period` are the same): errors are wrapped into ±period/2, and the
+    spread of the truth is measured around its circular mean. 1 perfect, 0 no better than the circular mean."""
+    t = np.asarray(y_true, np.float64).ravel()
+    p = np.asarray(y_pred, np.float64).ravel()
+    ang = 2 * np.pi * t / period
+    mean = np.arctan2(np.sin(ang).mean(), np.cos(ang).mean()) * period / (2 * np.pi)
+
+    def wrap(d):
+        return (d + period / 2) % period - period / 2
+
+    ss_tot = float((wrap(t - mean) ** 2).sum())
+    if ss_tot == 0.0:
+        return float("nan")
+    return 1.0 - float((wrap(t - p) ** 2).sum()) / ss_tot
