@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-from peers import clean_env  # noqa: F401  (re-exported for the tests)
+from peers import clean_env, stop_pid  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parent.parent
 SOLID_PRESET = REPO / "presets" / "solid.toml"
@@ -40,20 +40,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def stop_pid(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM to this process id, then SIGKILL if it is still there after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 @contextlib.contextmanager

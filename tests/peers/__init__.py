@@ -1,6 +1,8 @@
 """Real peers for integration tests: each starts a real program, waits until it answers, and stops it by process id."""
 
 import os
+import signal
+import subprocess
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -19,3 +21,17 @@ def clean_env(**extra: str) -> dict[str, str]:
             del env["LD_LIBRARY_PATH"]
     env.update(extra)
     return env
+
+
+def stop_pid(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
+    """SIGTERM to this process id, then SIGKILL if it has not exited within `grace` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from peers import clean_env
+from peers import clean_env, stop_pid
 
 GLOBAL_INI = """\
 [General]
@@ -64,20 +63,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen | None, grace: float) -> None:
-    """SIGTERM to this process id, then SIGKILL if it has not exited within `grace` seconds."""
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    except ProcessLookupError:
-        pass
 
 
 class ObsStudio:
@@ -138,8 +123,8 @@ class ObsStudio:
             except Exception:  # noqa: BLE001 - OBS may already be gone
                 pass
         self._clients.clear()
-        _stop(self.proc, 10.0)
-        _stop(self.xvfb, 5.0)
+        stop_pid(self.proc, 10.0)
+        stop_pid(self.xvfb, 5.0)
         if self._log is not None:
             self._log.close()
             self._log = None

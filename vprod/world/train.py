@@ -72,6 +72,18 @@ class Dist:
             dist.destroy_process_group()
 
 
+def resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, env: Dist) -> tuple[int, float]:
+    """Load a run's checkpoint if there is one: (step, seconds trained so far)."""
+    state = load_state(path)
+    if state is None:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    if env.main:
+        print(f"resuming {path} at step {state['step']}", file=sys.stderr)
+    return int(state["step"]), float(state["elapsed"])
+
+
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -167,14 +179,7 @@ def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcf
 
     model = Tokenizer(mcfg or TokenizerConfig()).to(env.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    state = load_state(outp / "checkpoint.pt")
-    step, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        if env.main:
-            print(f"resuming {outp / 'checkpoint.pt'} at step {step}", file=sys.stderr)
+    step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
     rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
     log_path = outp / "log.jsonl"
@@ -417,14 +422,7 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     torch.manual_seed(tcfg.seed + env.rank)
     model = Dynamics(mcfg).to(env.device)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    state = load_state(outp / "checkpoint.pt")
-    step, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed = int(state["step"]), float(state["elapsed"])
-        if env.main:
-            print(f"resuming {outp / 'checkpoint.pt'} at step {step}", file=sys.stderr)
+    step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
     train_clips, held = split_clips(len(ls), tcfg.holdout)
     rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
