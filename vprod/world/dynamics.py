@@ -30,12 +30,15 @@ class DynamicsConfig:
     latent_channels: int = 8  # channels of the tokenizer's latent
     latent_h: int = 18  # latent grid height (144 / 8)
     latent_w: int = 32  # latent grid width (256 / 8)
-    patch: int = 2  # latent patch size: 2×2×8 → one token
-    d_model: int = 192  # transformer width
-    layers: int = 6  # transformer blocks
-    heads: int = 6  # attention heads
+    patch: int = 2  # latent patch height: a patch of 2×patch_w×8 latent values is one token
+    patch_w: int = 4  # latent patch width (2×4 patches: 72 tokens for a 18×32 latent)
+    # Sized for two CPU cores (trained in ~40 min there, ~1 GFLOP per frame at 2 steps); a GPU takes d_model
+    # 512–768, 12–16 layers and a longer context with the same code.
+    d_model: int = 128  # transformer width
+    layers: int = 5  # transformer blocks
+    heads: int = 4  # attention heads (head size 32)
     mlp_ratio: float = 4.0  # MLP hidden size / d_model
-    context: int = 4  # past frames each frame attends to (the KV cache length, in frames)
+    context: int = 3  # past frames each frame attends to (the KV cache length, in frames)
     sinks: int = 4  # learned content-free tokens every frame attends to
     n_controls: int = 8  # control vector length (vprod.world.CONTROL_NAMES)
     audio_dim: int = 8  # audio feature vector length
@@ -45,7 +48,7 @@ class DynamicsConfig:
 
     @property
     def tokens_per_frame(self) -> int:
-        return (self.latent_h // self.patch) * (self.latent_w // self.patch)
+        return (self.latent_h // self.patch) * (self.latent_w // self.patch_w)
 
     @property
     def cond_tokens(self) -> int:
@@ -123,7 +126,7 @@ class Dynamics(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or DynamicsConfig()
         d = cfg.d_model
-        pin = cfg.latent_channels * cfg.patch * cfg.patch
+        pin = cfg.latent_channels * cfg.patch * cfg.patch_w
         self.patch_in = nn.Linear(pin, d)
         self.patch_out = nn.Linear(d, pin)
         nn.init.zeros_(self.patch_out.weight)
@@ -142,17 +145,17 @@ class Dynamics(nn.Module):
 
     # --- tokens ---
     def patchify(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) latent → (B, N, C·p·p)."""
-        p = self.cfg.patch
+        """(B, C, H, W) latent → (B, N, C·ph·pw)."""
+        ph, pw = self.cfg.patch, self.cfg.patch_w
         b, c, h, w = z.shape
-        return z.view(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // p) * (w // p), c * p * p)
+        return z.view(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5).reshape(
+            b, (h // ph) * (w // pw), c * ph * pw)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        cfg, p = self.cfg, self.cfg.patch
+        cfg, ph, pw = self.cfg, self.cfg.patch, self.cfg.patch_w
         b = x.shape[0]
-        hp, wp = cfg.latent_h // p, cfg.latent_w // p
-        return x.view(b, hp, wp, cfg.latent_channels, p, p).permute(0, 3, 1, 4, 2, 5).reshape(
-            b, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
+        return x.view(b, cfg.latent_h // ph, cfg.latent_w // pw, cfg.latent_channels, ph, pw).permute(
+            0, 3, 1, 4, 2, 5).reshape(b, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
 
     def frame_tokens(self, z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict) -> torch.Tensor:
         """One frame per batch element → (B, frame_tokens, d_model).

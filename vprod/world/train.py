@@ -267,7 +267,8 @@ def evaluate_tokenizer(model: Tokenizer, frames: np.ndarray, device, batch: int 
 # --- world model ---
 @dataclass
 class WorldTrain:
-    steps: int = 1500
+    steps: int = 3000  # at most this many optimizer steps …
+    minutes: float = 0.0  # … or this much training time (0: no limit); the LR schedule follows whichever ends first
     batch: int = 8  # windows per step per rank
     window: int = 5  # frames per training window (T)
     lr: float = 1e-3
@@ -432,9 +433,15 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
                dynamic_ncols=True)
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=tcfg.bf16)
     t0 = time.monotonic() - elapsed
-    while step < tcfg.steps:
+    budget = tcfg.minutes * 60 if tcfg.minutes > 0 else float("inf")
+
+    def progress() -> float:
+        return max(step / tcfg.steps, env.mean(time.monotonic() - t0) / budget)
+
+    while progress() < 1.0:
+        frac = progress()
         for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, tcfg.steps, tcfg.lr, tcfg.warmup)
+            g["lr"] = cosine_lr(int(frac * 10000), 10000, tcfg.lr, int(10000 * tcfg.warmup / max(tcfg.steps, 1)))
         z, cond = make_batch(ls, train_clips, tcfg.batch, tcfg.window, rng, env.device, tcfg.drop_p, mcfg.families)
         with autocast:
             loss, parts = world_loss(model, net, z, cond, tcfg, gen)
@@ -446,7 +453,8 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
         bar.update(1)
         row = {"step": step, "loss": env.mean(float(loss.item())), "lr": opt.param_groups[0]["lr"],
                **{k: v for k, v in parts.items() if v is not None}}
-        if step % tcfg.eval_every == 0 or step == tcfg.steps:
+        last = progress() >= 1.0
+        if step % tcfg.eval_every == 0 or last:
             with torch.no_grad(), autocast:
                 ez, econd = make_batch(ls, held, tcfg.batch, tcfg.window, np.random.default_rng(99), env.device,
                                        0.0, mcfg.families)
@@ -456,7 +464,7 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
         if env.main:
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            if step % tcfg.eval_every == 0 or step == tcfg.steps:
+            if step % tcfg.eval_every == 0 or last:
                 save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
                            elapsed=time.monotonic() - t0)
     bar.close()
