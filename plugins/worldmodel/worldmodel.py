@@ -1,8 +1,8 @@
 """The world model as a live source.
 
-The model runs on its own thread (one core), generating frame after frame at its own pace from the latest
-parameter values; `process()` only takes the newest frame and upscales it (the other core), so the frame loop never
-waits for the model. A prompt or family change is a new condition token: the running world turns towards it with
+A two-stage pipeline: the model thread samples each next latent and commits it to the context (one core); the
+decode thread turns the newest latent into a picture (the other core); `process()` only takes the newest picture
+and upscales it, so the frame loop never waits for the model. A prompt or family change is a new condition token: the running world turns towards it with
 no cut. `reset` restarts from the renderer's opening frame of the current family.
 """
 
@@ -69,47 +69,66 @@ class WorldModelSource(Source):
                                 families=tuple(meta["trained"].get("families", FAMILIES)))
         self._lock = threading.Lock()
         self._latest: np.ndarray | None = None
+        self._latent = None  # newest latent waiting for the decoder (latest wins)
+        self._latent_ready = threading.Condition()
         self._frames = 0
         self._error: str = ""
         self._stop = threading.Event()
         self._reset_requested = True
         self._prompt = None
-        self._fps = 0.0
-        self._thread = threading.Thread(target=self._run, name="worldmodel", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run_model, name="worldmodel", daemon=True),
+                         threading.Thread(target=self._run_decoder, name="worldmodel-decode", daemon=True)]
+        for t in self._threads:
+            t.start()
 
     # --- the model thread ---
     def _controls(self) -> np.ndarray:
         return np.array([self.p.get(n) for n in CONTROL_NAMES], np.float32)
 
-    def _run(self) -> None:
+    def _run_model(self) -> None:
         w = self.world
-        t_last = time.perf_counter()
         while not self._stop.is_set():
             try:
                 if self._reset_requested:
                     self._reset_requested = False
                     frame = w.reset(int(self.p.seed), self._controls(), self.p.family)
-                else:
-                    if self.p.paused:
-                        time.sleep(0.02)
-                        continue
-                    if self.p.prompt != self._prompt:
-                        self._prompt = self.p.prompt
-                        w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)
-                    w.set_family(self.p.family)
-                    w.steps = int(self.p.steps)
-                    w.guidance = float(self.p.guidance)
-                    frame = w.step(self._controls())
-                with self._lock:
-                    self._latest = frame
-                    self._frames += 1
-                now = time.perf_counter()
-                self._fps = 0.9 * self._fps + 0.1 / max(now - t_last, 1e-6)
-                t_last = now
+                    with self._lock:
+                        self._latest = frame
+                    continue
+                if self.p.paused:
+                    time.sleep(0.02)
+                    continue
+                if self.p.prompt != self._prompt:
+                    self._prompt = self.p.prompt
+                    w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)
+                w.set_family(self.p.family)
+                w.steps = int(self.p.steps)
+                w.guidance = float(self.p.guidance)
+                z = w.next_latent(self._controls())
+                with self._latent_ready:
+                    self._latent = z
+                    self._latent_ready.notify()
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
+
+    # --- the decode thread ---
+    def _run_decoder(self) -> None:
+        while not self._stop.is_set():
+            with self._latent_ready:
+                if self._latent is None:
+                    self._latent_ready.wait(0.2)
+                z, self._latent = self._latent, None
+            if z is None:
+                continue
+            try:
+                frame = self.world.decode_timed(z)
+            except Exception as e:  # noqa: BLE001
+                self._error = f"{type(e).__name__}: {e}"
+                continue
+            with self._lock:
+                self._latest = frame
+                self._frames += 1
 
     # --- the frame loop's side ---
     def process(self, ctx: FrameContext) -> np.ndarray:
@@ -130,4 +149,5 @@ class WorldModelSource(Source):
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-            self._thread.join(2.0)
+            for t in self._threads:
+                t.join(2.0)

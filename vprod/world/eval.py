@@ -1241,3 +1241,61 @@ def cmd_eval(args) -> int:
     res["results_path"] = str(Path(args.out) / "results.json")
     print(json.dumps(summarize(res), indent=2))
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The world model and its encoder (loaded only when asked for)
+# ---------------------------------------------------------------------------------------------------------------
+def _weights(name: str, env: str):
+    import os
+
+    from .model import WEIGHTS_DIR
+
+    return os.environ.get(env) or str(WEIGHTS_DIR / name)
+
+
+def _model_world(width: int, height: int):
+    """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS), 2 steps, bf16."""
+    from .model import WorldModel, load_dynamics, load_tokenizer
+
+    tok = load_tokenizer(_weights("tokenizer.safetensors", "VPROD_TOKENIZER_WEIGHTS"))
+    dyn, meta = load_dynamics(_weights("world.safetensors", "VPROD_WORLD_WEIGHTS"))
+    if (dyn.cfg.latent_w * tok.cfg.downsample, dyn.cfg.latent_h * tok.cfg.downsample) != (width, height):
+        raise ValueError(f"the world model makes {dyn.cfg.latent_w * tok.cfg.downsample}x"
+                         f"{dyn.cfg.latent_h * tok.cfg.downsample} frames; evaluate it with --size to match")
+    import os
+
+    return WorldModel(tok, dyn, steps=int(os.environ.get("VPROD_WORLD_STEPS", "2")),
+                      families=tuple(meta["trained"].get("families", ())))
+
+
+_ENCODER = {}
+
+
+def encoder_features(frames: np.ndarray) -> np.ndarray:
+    """Features from the tokenizer's encoder: per-channel latent mean/std overall and on a 2×2 grid (N, 80)."""
+    import torch
+
+    from .model import load_tokenizer
+    from .tokenizer import frames_to_tensor
+
+    if "tok" not in _ENCODER:
+        _ENCODER["tok"] = load_tokenizer(_weights("tokenizer.safetensors", "VPROD_TOKENIZER_WEIGHTS"))
+    tok = _ENCODER["tok"]
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(frames), 64):
+            z = tok.encode(frames_to_tensor(frames[i:i + 64])).float()
+            h, w = z.shape[2] // 2, z.shape[3] // 2
+            parts = [z.mean(dim=(2, 3)), z.std(dim=(2, 3))]
+            for cell in (z[:, :, :h, :w], z[:, :, :h, w:], z[:, :, h:, :w], z[:, :, h:, w:]):
+                parts += [cell.mean(dim=(2, 3)), cell.std(dim=(2, 3))]
+            out.append(torch.cat(parts, dim=1).double().numpy())
+    return np.concatenate(out)
+
+
+register_world("model", _model_world)
+register_feature("encoder", encoder_features)

@@ -141,6 +141,10 @@ class WorldModel:
         self.last_latent = z
 
     def step(self, controls) -> np.ndarray:
+        return self.decode_timed(self.next_latent(controls))
+
+    def next_latent(self, controls) -> torch.Tensor:
+        """Sample the next frame's latent and commit it to the context (the model's share of a frame)."""
         t0 = time.perf_counter()
         self.t += 1
         cond = self._cond(controls)
@@ -152,14 +156,18 @@ class WorldModel:
                 uncond = dict(cond, drop=cond["drop"].clone())
                 uncond["drop"][:, 2:] = True  # prompt and family absent
             z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond)
-        t1 = time.perf_counter()
-        frame = self.decode(z)
-        t2 = time.perf_counter()
-        with torch.no_grad(), self._autocast():
+            t1 = time.perf_counter()
             self.dyn.commit(self.cache, z, cond, self.t)
-        t3 = time.perf_counter()
+        t2 = time.perf_counter()
         self.last_cond, self.last_latent = cond, z
-        self.timings = {"sample_ms": (t1 - t0) * 1000, "decode_ms": (t2 - t1) * 1000, "commit_ms": (t3 - t2) * 1000}
+        self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
+        return z
+
+    def decode_timed(self, z: torch.Tensor) -> np.ndarray:
+        """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline)."""
+        t0 = time.perf_counter()
+        frame = self.decode(z)
+        self.timings["decode_ms"] = (time.perf_counter() - t0) * 1000
         return frame
 
     # --- steering ---

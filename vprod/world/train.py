@@ -277,6 +277,7 @@ class WorldTrain:
     ctx_noise: float = 0.15  # max noise level on context frames (anti-drift, as GameNGen/DIAMOND)
     shortcut_frac: float = 0.25  # windows trained on the shortcut self-consistency target
     drop_p: float = 0.15  # each condition group dropped at random (classifier-free training)
+    max_clips: int = 0  # encode and train on the first N clips only (0: all)
     rollout_frac: float = 0.0  # late training: windows whose context is the model's own detached prediction
     eval_every: int = 250
     seed: int = 0
@@ -300,17 +301,21 @@ class LatentSet:
         return len(self.z)
 
 
-def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: bool = True) -> Path:
+def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: bool = True,
+                   max_clips: int = 0) -> Path:
     """Encode every clip with the tokenizer (once; reused while the tokenizer file is unchanged)."""
     from .data import ClipDataset
     from .model import load_tokenizer
     from .text import embed
 
     out.mkdir(parents=True, exist_ok=True)
-    stamp = f"{Path(tokenizer_path).resolve()}:{Path(tokenizer_path).stat().st_mtime_ns}:{Path(data).resolve()}"
+    stamp = (f"{Path(tokenizer_path).resolve()}:{Path(tokenizer_path).stat().st_mtime_ns}:{Path(data).resolve()}"
+             f":{max_clips}")
     if (out / "stamp.txt").exists() and (out / "stamp.txt").read_text() == stamp:
         return out
     ds = ClipDataset(data)
+    if max_clips:
+        ds.paths = ds.paths[:max_clips]
     tok = load_tokenizer(tokenizer_path).to(device).eval()
     first = ds.load(0, ("frames",))["frames"]
     T = len(first)
@@ -409,7 +414,7 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     outp.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or str(WEIGHTS_DIR / "tokenizer.safetensors")
     if env.main:
-        encode_dataset(data, tokenizer, outp / "latents", env.device, progress)
+        encode_dataset(data, tokenizer, outp / "latents", env.device, progress, tcfg.max_clips)
     env.barrier()
     ls = LatentSet(outp / "latents")
     from .data import ClipDataset
