@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
                        lr=args.lr or WorldTrain.lr, seed=args.seed, minutes=args.minutes or 0.0,
                        max_clips=args.clips or 0)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
-                          command=command, tiny=args.tiny)
+                          command=command, tiny=args.tiny, init=args.init)
     if res:
         print(json.dumps(res, indent=2, default=str))
     return 0
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="batch per process")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--init", help="world: start from these weights (.safetensors), e.g. to fine-tune")
     p.add_argument("--clips", type=int, help="world: use only the first N clips of the dataset")
     p.add_argument("--minutes", type=float, help="world: stop after this much training time (the LR follows it)")
     p.add_argument("--seed", type=int, default=0)

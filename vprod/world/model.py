@@ -46,9 +46,11 @@ class FlowSampler:
         z = noise
         b = z.shape[0]
         d = 1.0 / self.steps
+        from .train import d_input
+
         for i in range(self.steps):
             tau = torch.full((b,), i * d, device=z.device)
-            dd = torch.full((b,), d, device=z.device)
+            dd = d_input(torch.full((b,), d, device=z.device))
             v = self.model.step_velocity(cache, z, tau, dd, cond, frame_index).float()
             if guidance > 1.0 and uncond is not None:
                 vu = self.model.step_velocity(cache, z, tau, dd, uncond, frame_index).float()

@@ -285,6 +285,12 @@ class WorldTrain:
 
 
 SHORTCUT_DS = (1 / 8, 1 / 4, 1 / 2)  # d for the self-consistency target (2d = 1/4, 1/2, 1)
+SMALLEST_D = SHORTCUT_DS[0]  # steps this small use the flow-matching velocity (d input 0): the ladder's anchor
+
+
+def d_input(d: torch.Tensor) -> torch.Tensor:
+    """The step-size input for a step of size d: 0 (plain flow matching) at or below the smallest shortcut."""
+    return torch.where(d <= SMALLEST_D + 1e-6, torch.zeros_like(d), d)
 
 
 class LatentSet:
@@ -389,9 +395,10 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
     if n_sc:
         with torch.no_grad():
             sub = {k2: v[:n_sc] for k2, v in cond.items()}
-            s1 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], zt[:n_sc], tau[:n_sc], d[:n_sc], sub)
+            dq = d_input(d[:n_sc])  # the two half steps; the smallest ones are anchored on flow matching
+            s1 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], zt[:n_sc], tau[:n_sc], dq, sub)
             z2 = zt[:n_sc] + d[:n_sc][..., None, None, None] * s1
-            s2 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], z2, tau[:n_sc] + d[:n_sc], d[:n_sc], sub)
+            s2 = model.forward_train(z_ctx[:n_sc], tau_ctx[:n_sc], z2, tau[:n_sc] + d[:n_sc], dq, sub)
             target = target.clone()
             target[:n_sc] = 0.5 * (s1 + s2)
             d = d.clone()
@@ -404,7 +411,8 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
 
 
 def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | None = None,
-                mcfg=None, device: str = "auto", progress: bool = True, command: str = "", tiny: bool = False) -> dict:
+                mcfg=None, device: str = "auto", progress: bool = True, command: str = "", tiny: bool = False,
+                init: str | None = None) -> dict:
     from .dynamics import Dynamics, DynamicsConfig
     from .model import WEIGHTS_DIR
 
@@ -420,6 +428,10 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     from .data import ClipDataset
 
     families = ClipDataset(data).families
+    if mcfg is None and init:
+        from .checkpoint import read_metadata
+
+        mcfg = DynamicsConfig.from_json(read_metadata(init)["config"])
     if mcfg is None:
         c, h, w = ls.z.shape[2:]
         mcfg = DynamicsConfig(latent_channels=c, latent_h=h, latent_w=w, families=max(1, len(families)))
@@ -427,6 +439,10 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
             mcfg.d_model, mcfg.layers, mcfg.heads, mcfg.context = 64, 2, 4, 2
     torch.manual_seed(tcfg.seed + env.rank)
     model = Dynamics(mcfg).to(env.device)
+    if init:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(init))  # start from earlier weights (fine-tuning), fresh optimizer
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
@@ -478,7 +494,8 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     if env.main:
         trained = {"data": str(data), "clips": len(ls), "held_out_clips": len(held), "steps": step,
                    "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
-                   "tokenizer": str(tokenizer), "families": families, "train": asdict(tcfg), "command": command}
+                   "tokenizer": str(tokenizer), "families": families, "train": asdict(tcfg), "command": command,
+                   "init": init or ""}
         save_weights(outp / "world.safetensors", model, "world", mcfg.to_json(), trained)
         plot_losses(log_path, outp / "loss.png", ["loss", "eval_loss"], "world model")
         result = {"weights": str(outp / "world.safetensors"), **trained}
