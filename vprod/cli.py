@@ -10,13 +10,14 @@ import sys
 from . import __version__
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str, even: bool = True) -> tuple[int, int]:
+    """argparse type for WIDTHxHEIGHT (every --size option of every command)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1280x720") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
+    if w < 16 or h < 16 or (even and (w % 2 or h % 2)):
+        raise argparse.ArgumentTypeError(f"width and height must be {'even and ' if even else ''}at least 16")
     return w, h
 
 
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the daemon on a preset")
     r.add_argument("preset", nargs="?", default="presets/default.toml", help="preset file or name")
     r.add_argument("--fps", type=float, help="frames per second (overrides the preset)")
-    r.add_argument("--size", type=_size, help="output size WIDTHxHEIGHT (overrides the preset)")
+    r.add_argument("--size", type=size_arg, help="output size WIDTHxHEIGHT (overrides the preset)")
     r.add_argument("--bind", help="address every server binds (default 127.0.0.1)")
     r.add_argument("--zmq-port", type=_port, help="ZeroMQ frame stream port (default 5555)")
     r.add_argument("--mjpeg-port", type=_port, help="MJPEG/HTTP port (default 8080)")
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["host", "world"])
     p.add_argument("--json", action="store_true", help="JSON only")
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
-    p.add_argument("--size", type=_size, default=(1280, 720), help="output size")
+    p.add_argument("--size", type=size_arg, default=(1280, 720), help="output size")
     p.add_argument("--memory-frames", type=int, default=10000, help="world: frames for the memory (RSS) run")
     p.add_argument("--threads", default="1,2", help="world: thread counts to measure, comma-separated")
     p.add_argument("--device", default="cpu", help="world: cpu or cuda")

@@ -857,18 +857,6 @@ def footage_to_dataset(videos: Sequence[str | os.PathLike], out: str | os.PathLi
 # CLI (wired by vprod.cli: `data.add_commands(sub)`)
 
 
-def _size_arg(text: str) -> tuple[int, int]:
-    import argparse
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 256x144") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise argparse.ArgumentTypeError("width and height must be even and at least 16")
-    return w, h
-
-
 def _command_line(args) -> str:
     """The command as it would be typed again (from the parsed arguments, not sys.argv)."""
     import shlex
@@ -912,6 +900,7 @@ def cmd_footage(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Add `data render` and `data footage` to an argparse subparsers object; each sets ``fn(args) -> int``."""
+    from ..cli import size_arg
     p = subparsers.add_parser("data", help="make world-model training data: renderer clips, user footage")
     sub = p.add_subparsers(dest="data_command", required=True)
 
@@ -919,7 +908,7 @@ def add_commands(subparsers) -> None:
     r.add_argument("--out", required=True, help="dataset folder to create")
     r.add_argument("--clips", type=int, required=True, help="number of clips")
     r.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
-    r.add_argument("--size", type=_size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
+    r.add_argument("--size", type=size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
     r.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     r.add_argument("--workers", type=int, default=None,
                    help="render processes (default: one per idle core; 2 on an idle 2-core machine)")
@@ -933,7 +922,7 @@ def add_commands(subparsers) -> None:
     f.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (anything OpenCV reads)")
     f.add_argument("--out", required=True, help="dataset folder to create")
     f.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
-    f.add_argument("--size", type=_size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
+    f.add_argument("--size", type=size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
     f.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(fn=cmd_footage)

@@ -164,7 +164,6 @@ class Dynamics(nn.Module):
         cond: {"control": (B, n_controls), "audio": (B, audio_dim), "text": (B, text_dim), "family": (B,) long,
                "drop": (B, 4) bool — True where that group is absent}.
         """
-        cfg = self.cfg
         b = z.shape[0]
         x = self.patch_in(self.patchify(z)) + self.pos + self.type_emb[-1]
         conds = torch.stack([self.control_in(cond["control"]), self.audio_in(cond["audio"]),

@@ -52,7 +52,6 @@ Module import is light (numpy only); OpenCV, matplotlib, tqdm and the renderer l
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -1167,18 +1166,13 @@ def write_plots(out: Path, results: dict[str, Any], roll: dict[str, RolloutResul
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
-def _size_arg(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 256x144") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError("width and height must be at least 16")
-    return w, h
-
-
 def add_commands(subparsers) -> None:
     """Add `vprod eval` to the CLI's subparsers."""
+    from functools import partial
+
+    from ..cli import size_arg
+
+    _size_any = partial(size_arg, even=False)  # the harness accepts odd sizes
     d = EvalConfig()
     p = subparsers.add_parser("eval", help="measure worlds against the procedural renderer (JSON + PNG plots)",
                               description=__doc__.split("\n\n")[0])
@@ -1191,7 +1185,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--drift-frames", type=int, default=d.drift_frames, help="length of the free-running stream")
     p.add_argument("--window", type=int, default=d.window, help="drift window (frames)")
     p.add_argument("--switch-every", type=int, default=d.switch_every, help="mean frames between family switches")
-    p.add_argument("--size", type=_size_arg, default=(d.width, d.height), help="frame size WIDTHxHEIGHT")
+    p.add_argument("--size", type=_size_any, default=(d.width, d.height), help="frame size WIDTHxHEIGHT")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds every schedule, start and stream")
     p.add_argument("--reference-repeats", type=int, default=d.reference_repeats,
                    help="reference renderer streams for the drift band (short runs want 4 or more)")

@@ -760,7 +760,6 @@ class Tunnel:
         return r / np.maximum(mag, F32(1e-3)), ang
 
     def render(self, st, k: Knobs) -> np.ndarray:
-        w, hgt = self.width, self.height
         th = F32(math.tan(math.radians(k.fov_deg) / 2.0))
         X, Y = self.X * th, self.Y * th
         bx = F32(k.turn * 0.12 + k.energy * 0.025 * math.sin(st.anim * 0.7))

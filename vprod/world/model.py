@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import NEUTRAL, NUM_CONTROLS
+from . import NUM_CONTROLS
 from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
