@@ -3,7 +3,7 @@
 # Chromium, ffmpeg, PortAudio. Debian/Ubuntu; does nothing when everything is already there.
 set -euo pipefail
 need=()
-for pair in obs:obs-studio Xvfb:xvfb jackd:jackd2 chromium:chromium ffmpeg:ffmpeg; do
+for pair in obs:obs-studio Xvfb:xvfb jackd:jackd2 jack_wait:jackd2 chromium:chromium ffmpeg:ffmpeg; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 ldconfig -p 2>/dev/null | grep -q libportaudio.so.2 || need+=(libportaudio2)

@@ -35,9 +35,9 @@ WAIT = 20.0  # seconds: a guard against hangs, never a speed requirement
 
 
 # --- processes and environment ---
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (bound, then closed)."""
-    with socket.socket() as s:
+def free_port(host: str = "127.0.0.1", udp: bool = False) -> int:
+    """A TCP (or UDP) port nobody listens on right now (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -71,11 +71,12 @@ class Daemon:
         self.zmq_port = zmq_port or free_port()
         self.mjpeg_port = mjpeg_port or free_port()
         self.control_port = control_port or free_port()
+        self.osc_port = free_port(udp=True)  # OSC is on by default (UDP 9000): never let two daemons fight over it
         self.log_path = self.workdir / f"vprod-{self.zmq_port}.stderr"
         self.out_path = self.workdir / f"vprod-{self.zmq_port}.stdout"
         self.argv = [sys.executable, "-m", "vprod", "--log-level", "info", "run", self.preset,
                      "--zmq-port", str(self.zmq_port), "--mjpeg-port", str(self.mjpeg_port),
-                     "--control-port", str(self.control_port)]
+                     "--control-port", str(self.control_port), "--osc-port", str(self.osc_port)]
         if outputs:
             self.argv += ["--outputs", outputs]
         self.argv += list(args or [])

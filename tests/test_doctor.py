@@ -22,7 +22,7 @@ from peers.obs import ObsStudio
 from vprod import doctor
 from vprod.doctor import Check, check_midi, check_obs, check_port, checks, run_doctor
 
-ALL_NAMES = ["python", "torch", "threads", "opencv", "virtual-camera", "cameras", "obs", "midi",
+ALL_NAMES = ["python", "torch", "threads", "opencv", "virtual-camera", "cameras", "obs", "midi", "audio",
              "port.zmq", "port.control", "port.mjpeg", "port.osc", "plugins", "ffmpeg"]
 
 
@@ -79,7 +79,7 @@ def test_taken_udp_osc_port_fails_and_tcp_listener_does_not_count():
         c = check_port("osc", port)
     assert c.status == "fail"
     assert f"UDP 127.0.0.1:{port} in use" in c.detail
-    assert "--osc-port" in c.fix and "[control.osc] port" in c.fix
+    assert "--osc-port" in c.fix and "[osc] port" in c.fix
     with listening() as s:  # OSC is UDP: a TCP server on the same number is no conflict
         assert check_port("osc", s.getsockname()[1]).status == "ok"
 

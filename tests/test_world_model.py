@@ -24,15 +24,26 @@ TINY = dict(d_model=32, layers=2, heads=2, context=2, sinks=2)
 def tiny_dynamics(**kw) -> Dynamics:
     torch.manual_seed(0)
     m = Dynamics(DynamicsConfig(**{**TINY, **kw})).eval()
-    for p in m.patch_out.parameters():  # zero-initialised for training; give it a signal to test
-        torch.nn.init.normal_(p, std=0.1)
+    for name in ("patch_out", "prev_in", "guide_in"):  # zero-initialised for training; give them a signal to test
+        if hasattr(m, name):
+            for p in getattr(m, name).parameters():
+                torch.nn.init.normal_(p, std=0.1)
     return m
 
 
-def conds(b: int, t: int | None = None) -> dict:
+# the plain model, and the shipped kind: residual flow (previous latent as input) with distilled guidance
+VARIANTS = {"plain": {}, "residual+guidance": {"residual": True, "delta_scale": 0.6, "guidance_in": True}}
+
+
+def conds(b: int, t: int | None = None, variant: dict | None = None) -> dict:
     lead = (b,) if t is None else (b, t)
-    return {"control": torch.rand(*lead, 8), "audio": torch.zeros(*lead, 8), "text": torch.randn(*lead, 384),
-            "family": torch.zeros(*lead, dtype=torch.long), "drop": torch.zeros(*lead, 4, dtype=torch.bool)}
+    c = {"control": torch.rand(*lead, 8), "audio": torch.zeros(*lead, 8), "text": torch.randn(*lead, 384),
+         "family": torch.zeros(*lead, dtype=torch.long), "drop": torch.zeros(*lead, 4, dtype=torch.bool)}
+    if variant and variant.get("residual"):
+        c["prev"] = torch.randn(*lead, 8, 18, 32)
+    if variant and variant.get("guidance_in"):
+        c["guidance"] = 1.0 + 2.0 * torch.rand(*lead)
+    return c
 
 
 def test_tokenizer_shapes_and_value_range():
@@ -52,11 +63,13 @@ def test_frames_round_trip_through_tensors():
     np.testing.assert_array_equal(tensor_to_frames(frames_to_tensor(frames)), frames)
 
 
-def test_a_future_frame_never_changes_a_past_one():
-    m = tiny_dynamics()
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_future_frame_never_changes_a_past_one(variant):
+    m = tiny_dynamics(**VARIANTS[variant])
     B, T = 1, 4
     z = torch.randn(B, T, 8, 18, 32)
-    args = (torch.ones(B, T), torch.randn(B, T, 8, 18, 32), torch.rand(B, T), torch.zeros(B, T), conds(B, T))
+    args = (torch.ones(B, T), torch.randn(B, T, 8, 18, 32), torch.rand(B, T), torch.zeros(B, T),
+            conds(B, T, VARIANTS[variant]))
     with torch.no_grad():
         out = m.forward_train(z, *args)
         z2 = z.clone()
@@ -66,12 +79,13 @@ def test_a_future_frame_never_changes_a_past_one():
     assert not torch.allclose(out[:, 3], out2[:, 3])  # frame 3 sees frame 2 as its past
 
 
-def test_incremental_generation_matches_the_training_pass():
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_incremental_generation_matches_the_training_pass(variant):
     """The KV-cache path at run time computes exactly what training computed for the same frames."""
-    m = tiny_dynamics()
+    m = tiny_dynamics(**VARIANTS[variant])
     B, T = 1, 5
     zc, zn = torch.randn(B, T, 8, 18, 32), torch.randn(B, T, 8, 18, 32)
-    tau, c = torch.rand(B, T), conds(B, T)
+    tau, c = torch.rand(B, T), conds(B, T, VARIANTS[variant])
     with torch.no_grad():
         ref = m.forward_train(zc, torch.ones(B, T), zn, tau, torch.zeros(B, T), c)
         cache = m.new_cache()
@@ -115,18 +129,21 @@ def test_weights_round_trip_with_config_and_provenance(tmp_path):
         load_weights(tmp_path / "w.safetensors", lambda c: None, "tokenizer")
 
 
-def test_one_training_step_lowers_the_loss():
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_one_training_step_lowers_the_loss(variant):
     from vprod.world.train import WorldTrain, world_loss
 
     torch.manual_seed(0)
-    m = Dynamics(DynamicsConfig(**TINY))
+    m = Dynamics(DynamicsConfig(**TINY, **VARIANTS[variant]))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    z = torch.randn(2, 3, 8, 18, 32)
-    c = conds(2, 3)
-    tc = WorldTrain(shortcut_frac=0.0)
+    z = torch.randn(4, 3, 8, 18, 32)
+    c = conds(4, 3)
+    # every objective at once for the residual model: flow matching, shortcut, self-rollout, guided targets
+    tc = WorldTrain(shortcut_frac=0.25 if variant != "plain" else 0.0, guide_frac=0.5)
+    ro = 0.25 if variant != "plain" else 0.0
 
     def loss():
-        return world_loss(m, m, z, c, tc, torch.Generator().manual_seed(1))[0]
+        return world_loss(m, m, z, c, tc, torch.Generator().manual_seed(1), ro)[0]
 
     before = loss()
     opt.zero_grad()
@@ -134,12 +151,14 @@ def test_one_training_step_lowers_the_loss():
     opt.step()
     with torch.no_grad():
         after = loss()
-    assert float(after) < float(before)
+    assert float(after.detach()) < float(before.detach())
 
 
-def test_world_model_streams_with_a_bounded_cache():
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_world_model_streams_with_a_bounded_cache(variant):
     tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
-    wm = WorldModel(tok, tiny_dynamics(), steps=2, dtype=torch.float32)
+    wm = WorldModel(tok, tiny_dynamics(**VARIANTS[variant]), steps=2, dtype=torch.float32)
+    wm.guidance = 2.0  # runtime CFG (a second pass) for the plain model, one pass with the scale as input otherwise
     first = wm.reset(3, NEUTRAL, "plasma")
     assert first.shape == (144, 256, 3)
     for steps in (1, 2, 4):
@@ -195,3 +214,32 @@ def test_two_process_ddp_training(tiny_dataset, tmp_path):
     _run(cmd, tmp_path)
     meta = read_metadata(tmp_path / "tok" / "tokenizer.safetensors")
     assert meta["trained"]["processes"] == 2 and meta["trained"]["steps"] == 3
+
+
+def test_the_guidance_scale_is_an_input_of_the_noisy_frame_only():
+    """Distilled guidance: the scale changes the predicted velocity, never the context (the cache)."""
+    m = tiny_dynamics(**VARIANTS["residual+guidance"])
+    c = conds(1, None, VARIANTS["residual+guidance"])
+    z = torch.randn(1, 8, 18, 32)
+    with torch.no_grad():
+        cache1, cache2 = m.new_cache(), m.new_cache()
+        m.commit(cache1, z, dict(c, guidance=torch.tensor([1.0])), 0)
+        m.commit(cache2, z, dict(c, guidance=torch.tensor([3.0])), 0)
+        assert torch.equal(cache1.frames[0][0][0], cache2.frames[0][0][0])
+        v1 = m.step_velocity(cache1, z, torch.zeros(1), torch.zeros(1), dict(c, guidance=torch.tensor([1.0])), 1)
+        v3 = m.step_velocity(cache1, z, torch.zeros(1), torch.zeros(1), dict(c, guidance=torch.tensor([3.0])), 1)
+    assert not torch.allclose(v1, v3)
+
+
+def test_a_residual_model_that_predicts_no_change_copies_the_last_frame():
+    """Residual flow: velocity = −noise (no change predicted) at temperature 0 gives the last latent back."""
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    dyn = tiny_dynamics(**VARIANTS["residual+guidance"])
+    for p in dyn.patch_out.parameters():
+        torch.nn.init.zeros_(p)  # velocity 0 everywhere: from noise 0 the change stays 0
+    wm = WorldModel(tok, dyn, steps=2, dtype=torch.float32)
+    wm.temperature = 0.0
+    wm.reset(1, NEUTRAL, "plasma")
+    before = wm.last_latent.clone()
+    z = wm.next_latent(NEUTRAL)
+    assert torch.allclose(z, before)

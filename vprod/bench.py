@@ -214,6 +214,10 @@ def run_host(frames: int = 300, size: tuple[int, int] = (1280, 720), quiet: bool
 
 
 def main(args) -> int:
+    if args.what == "control":
+        from .bench_control import main as control_main
+
+        return control_main(args)
     if args.what == "host":
         res = run_host(args.frames, tuple(args.size), quiet=args.json)
     else:

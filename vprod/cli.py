@@ -28,6 +28,25 @@ def _port(text: str) -> int:
     return p
 
 
+def _hostport(text: str) -> str:
+    """argparse type for HOST:PORT (OSC feedback targets)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9001")
+    return text
+
+
+def _obs_url(text: str) -> str:
+    """argparse type for an obs-websocket address, ws://HOST:PORT."""
+    from .control.obs import parse_url
+
+    try:
+        parse_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -43,6 +62,20 @@ def cmd_run(args) -> int:
                        mjpeg_port=args.mjpeg_port, control_port=args.control_port,
                        outputs=args.outputs.split(",") if args.outputs else None, record=args.record,
                        watch=not args.no_watch, threads=args.threads)
+    if args.osc_port is not None:
+        cfg.extra["osc_port"] = args.osc_port
+    if args.osc_target:
+        cfg.extra["osc_targets"] = args.osc_target
+    if args.no_osc:
+        cfg.extra["osc_enabled"] = False
+    if args.obs_url:
+        cfg.extra["obs_url"] = args.obs_url
+    if args.obs_password:
+        cfg.extra["obs_password"] = args.obs_password
+    if args.audio_device is not None:
+        cfg.extra["audio_device"] = args.audio_device
+    if args.audio_file:
+        cfg.extra["audio_file"] = args.audio_file
     d = Daemon(cfg)
     d.install_signals()  # before start(): a signal while a model loads must still stop cleanly
     try:
@@ -145,6 +178,18 @@ def cmd_doctor(args) -> int:
     return run_doctor(ports=ports, obs_url=args.obs_url, obs_password=args.obs_password, as_json=args.json)
 
 
+def cmd_obs(args) -> int:
+    from .control.obs import setup_command
+
+    return setup_command(args)
+
+
+def cmd_midi(args) -> int:
+    from .control import midi
+
+    return midi.ports_command(args) if args.action == "ports" else midi.learn_command(args)
+
+
 def cmd_bench(args) -> int:
     from . import bench
 
@@ -171,7 +216,9 @@ def cmd_train(args) -> int:
 
         t = WorldTrain(steps=args.steps or WorldTrain.steps, batch=args.batch or WorldTrain.batch,
                        lr=args.lr or WorldTrain.lr, seed=args.seed, minutes=args.minutes or 0.0,
-                       max_clips=args.clips or 0)
+                       max_clips=args.clips or 0, window=args.window or WorldTrain.window,
+                       rollout_frac=WorldTrain.rollout_frac if args.rollout is None else args.rollout,
+                       shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
                           command=command, tiny=args.tiny, init=args.init)
     if res:
@@ -193,6 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--zmq-port", type=_port, help="ZeroMQ frame stream port (default 5555)")
     r.add_argument("--mjpeg-port", type=_port, help="MJPEG/HTTP port (default 8080)")
     r.add_argument("--control-port", type=_port, help="ZeroMQ control port (default 5556)")
+    r.add_argument("--osc-port", type=_port, help="OSC control UDP port (default 9000)")
+    r.add_argument("--osc-target", action="append", type=_hostport, metavar="HOST:PORT",
+                   help="send OSC feedback (every value change) there; repeatable")
+    r.add_argument("--no-osc", action="store_true", help="no OSC control")
+    r.add_argument("--obs-url", type=_obs_url, metavar="ws://HOST:PORT",
+                   help="follow OBS scenes at this obs-websocket address (overrides [obs].url)")
+    r.add_argument("--obs-password", metavar="PASSWORD", help="obs-websocket password (or VPROD_OBS_PASSWORD)")
+    r.add_argument("--audio-device", metavar="NAME",
+                   help="analyse this audio input (sounddevice name, index or 'default'; overrides [audio])")
+    r.add_argument("--audio-file", metavar="FILE", help="analyse this WAV/FLAC file in real time, looping "
+                   "(overrides [audio])")
     r.add_argument("--outputs", help="only these outputs, comma-separated (e.g. zmq,mjpeg)")
     r.add_argument("--record", metavar="FILE", help="also record the output to FILE")
     r.add_argument("--threads", type=int, help="threads per stage (default 1, or VPROD_THREADS)")
@@ -224,9 +282,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--obs-password", default=None)
     p.set_defaults(fn=cmd_doctor)
 
+    p = sub.add_parser("obs", help="OBS helpers: `setup` adds vprod's stream to an OBS scene as a Media Source")
+    p.add_argument("action", choices=["setup"])
+    p.add_argument("--url", type=_obs_url, default="ws://127.0.0.1:4455", help="obs-websocket address")
+    p.add_argument("--password", help="obs-websocket password (default: VPROD_OBS_PASSWORD)")
+    p.add_argument("--scene", help="the OBS scene (default: the current program scene)")
+    p.add_argument("--stream", default="http://127.0.0.1:8080/stream.mjpg", help="vprod's MJPEG stream URL")
+    p.add_argument("--name", default="vprod", help="the Media Source's name in OBS")
+    p.set_defaults(fn=cmd_obs)
+
+    p = sub.add_parser("midi", help="MIDI helpers: list ports, learn a mapping on a running daemon")
+    msub = p.add_subparsers(dest="action", required=True)
+    m = msub.add_parser("ports", help="the MIDI ports vprod can open ([midi] input / output take a part of a name)")
+    m.add_argument("--backend", help="mido backend, e.g. mido.backends.rtmidi/UNIX_JACK (default: $MIDO_BACKEND)")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("learn", help="arm MIDI learn for a parameter, then move a control: the mapping is saved")
+    m.add_argument("path", help="parameter path, e.g. /bg/r (`vprod params`)")
+    m.add_argument("--control-port", type=_port, default=5556, help="the daemon's ZeroMQ control port")
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a control to move (0: do not)")
+    p.set_defaults(fn=cmd_midi)
+
     p = sub.add_parser("bench", help="benchmarks printing JSON")
-    p.add_argument("what", choices=["host", "world"])
+    p.add_argument("what", choices=["host", "world", "control"])
     p.add_argument("--json", action="store_true", help="JSON only")
+    p.add_argument("--surfaces", default="osc,midi,obs",
+                   help="control: surfaces to measure, comma-separated (zmq, the baseline, always runs)")
+    p.add_argument("--trials", type=int, default=60, help="control: changes per surface")
+    p.add_argument("--fps", type=float, default=30.0, help="control: the daemon's frame rate")
     p.add_argument("--frames", type=int, default=300, help="frames per measurement")
     p.add_argument("--size", type=size_arg, default=(1280, 720), help="output size")
     p.add_argument("--memory-frames", type=int, default=10000, help="world: frames for the memory (RSS) run")
@@ -246,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="world: start from these weights (.safetensors), e.g. to fine-tune")
     p.add_argument("--clips", type=int, help="world: use only the first N clips of the dataset")
     p.add_argument("--minutes", type=float, help="world: stop after this much training time (the LR follows it)")
+    p.add_argument("--window", type=int, help="world: frames per training window")
+    p.add_argument("--rollout", type=float, help="world: fraction of windows trained on their own predictions "
+                   "(after the first 30%% of training)")
+    p.add_argument("--shortcut", type=float, help="world: fraction of windows on the shortcut target")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads per process")

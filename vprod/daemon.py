@@ -64,6 +64,9 @@ class Daemon:
         self.preset_errors = 0
         self.running = False  # True once the frame loop may see the stop event; until then a signal raises
         self._switch_lock = threading.Lock()
+        from .control.tempo import Tempo
+
+        self.tempo = Tempo()  # BPM and beat phase: MIDI clock, audio or preset → modulators
 
     # --- presets ---
     def _load(self, name_or_path: str) -> Preset:
@@ -91,7 +94,14 @@ class Daemon:
             self.engine.switch(pipeline, crossfade, source)
             self.watcher.watch(preset.path)
             log.info("switching to preset %s (%s)", preset.name, preset.path)
-            return None
+        for ctl in self.controls:  # mappings (MIDI, OBS scenes, OSC targets, modulators) follow the preset
+            hook = getattr(ctl, "on_preset", None)
+            if hook is not None:
+                try:
+                    hook(preset)
+                except Exception as e:  # noqa: BLE001
+                    log.error("control %s did not take preset %s: %s", ctl.name, preset.name, e)
+        return None
 
     def _on_preset_file_changed(self, path: Path) -> None:
         log.info("%s changed, reloading", path)
@@ -157,6 +167,9 @@ class Daemon:
             port = self.config.control_port or zc.get("port", 5556)
             bind = self.config.bind or zc.get("bind", "127.0.0.1")
             self.controls.append(ZmqControl(self, f"tcp://{bind}:{port}"))
+        from .control import build_surfaces
+
+        self.controls += build_surfaces(self, preset)
         for ctl in self.controls:
             try:
                 ctl.start()

@@ -40,7 +40,7 @@ PORT_OPTIONS: dict[str, tuple[str, str]] = {
     "zmq": ("--zmq-port", "[outputs.zmq] port"),
     "control": ("--control-port", "[control.zmq] port"),
     "mjpeg": ("--mjpeg-port", "[outputs.mjpeg] port"),
-    "osc": ("--osc-port", "[control.osc] port"),
+    "osc": ("--osc-port", "[osc] port"),
 }
 
 JACK_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
@@ -406,6 +406,46 @@ def check_midi(timeout: float = 2.0) -> Check:
     return Check("midi", "warn", f"no MIDI: {short} fails ({why}); " + "; ".join(facts), fix)
 
 
+_AUDIO_PROBE = r"""
+import json, sys
+try:
+    import sounddevice as sd
+except BaseException as e:
+    print(json.dumps({"import_error": f"{type(e).__name__}: {e}"})); sys.exit(0)
+try:
+    ins = [f"{i}: {d['name']}" for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]
+    default = sd.query_devices(kind="input")["name"] if ins else None
+    print(json.dumps({"inputs": ins, "default": default, "portaudio": sd.get_portaudio_version()[1]}))
+except BaseException as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+"""
+
+
+def check_audio(timeout: float = 5.0) -> Check:
+    """Audio inputs for [audio] device = … (in a child process: PortAudio's start-up may print or hang)."""
+    file_ok = "[audio] file = \"x.wav\" or --audio-file works without one"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _AUDIO_PROBE], capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return Check("audio", "warn", f"the audio probe did not finish within {timeout:g} s",
+                     "restart the sound system")
+    except (OSError, IndexError, ValueError) as e:
+        return Check("audio", "warn", f"the audio probe failed: {_exc(e)}", f"pip install sounddevice  {OR_VENV}")
+    if "import_error" in r:
+        fix = ("sudo apt install libportaudio2" if "PortAudio" in r["import_error"]
+               else f"pip install sounddevice  {OR_VENV}")
+        return Check("audio", "fail", f"sounddevice does not import: {r['import_error']}", fix)
+    if "error" in r:
+        return Check("audio", "warn", f"PortAudio cannot list devices: {_first_line(r['error'])}; {file_ok}",
+                     "check the sound system (ALSA/PulseAudio/PipeWire)")
+    if not r["inputs"]:
+        return Check("audio", "warn", f"{r['portaudio']}: no audio input devices; {file_ok}",
+                     "connect a microphone or line input (vprod run --audio-device NAME picks one)")
+    return Check("audio", "ok", f"{r['portaudio']}: inputs {'; '.join(r['inputs'])} (default: {r['default']})")
+
+
 def check_port(name: str, port: int) -> Check:
     import errno
     import socket
@@ -495,6 +535,7 @@ def _plan(ports: dict[str, int] | None, obs_url: str,
         ("cameras", check_cameras),
         ("obs", lambda: check_obs(obs_url, obs_password)),
         ("midi", check_midi),
+        ("audio", check_audio),
     ]
     for name, port in (DEFAULT_PORTS if ports is None else ports).items():
         plan.append((f"port.{name}", lambda name=name, port=port: check_port(name, port)))

@@ -171,6 +171,9 @@ def _num(errors, file, key, v, lo, hi, integer=False):
 
 def parse(data: dict, file: str, registry: PluginRegistry, name: str = "") -> tuple[Preset, list[PresetError]]:
     """Check a preset's data; returns the preset and every error found."""
+    from .control import load_surfaces
+
+    load_surfaces()  # the control surfaces' sections ([osc], [midi], [obs], [audio], [[modulators]])
     errors: list[PresetError] = []
     for k in data:
         if k not in TOP_KEYS:

@@ -50,6 +50,8 @@ class WorldModelSource(Source):
         "tokenizer": ("", "tokenizer weights (.safetensors); empty: the shipped ones"),
         "threads": (1, "torch threads for the model thread"),
         "device": ("cpu", "cpu or cuda"),
+        "audio": (False, "feed the audio analysis ([audio] / --audio-*) to the model as its audio token; the "
+                         "shipped weights were trained without audio, so off by default"),
     }
 
     def open(self) -> None:
@@ -134,6 +136,9 @@ class WorldModelSource(Source):
     def process(self, ctx: FrameContext) -> np.ndarray:
         if self.p.fired("reset"):
             self._reset_requested = True
+        if self.opts["audio"] is True:  # the newest features, else absent (the model thread reads the attribute)
+            vec = ctx.signals.get("audio_vec")
+            self.world.audio = np.asarray(vec, np.float32) if vec is not None else None
         if self._error:
             err, self._error = self._error, ""
             raise RuntimeError(f"world model: {err}")

@@ -6,6 +6,7 @@
     {"op": "preset", "name": "solid"}              → switch (crossfade); a preset that fails leaves the current one
     {"op": "presets"}                              → names available
     {"op": "status"}                               → frames, dropped, frame time, latency, outputs, faults
+    {"op": "learn", "path": "/bg/r"}               → MIDI learn: the next control moved maps to /bg/r (saved)
 
 Errors come back as {"ok": false, "error": "…"} and change nothing.
 """
@@ -75,7 +76,16 @@ def handle(daemon, req) -> dict:
         return {"ok": True, "presets": names, "current": daemon.preset.name}
     if op == "status":
         return {"ok": True, "status": daemon.status()}
-    raise RequestError(f"unknown op {op!r} (one of params, get, set, preset, presets, status)")
+    if op == "learn":
+        path = _path(req)
+        midi = next((c for c in daemon.controls if getattr(c, "name", "") == "midi"), None)
+        if midi is None:
+            raise RequestError("MIDI is off: the preset the daemon started with has no [midi] section")
+        err = midi.arm(path)
+        if err:
+            raise RequestError(err)
+        return {"ok": True, "learning": path, "learn_file": str(midi.cfg.learn_file)}
+    raise RequestError(f"unknown op {op!r} (one of params, get, set, preset, presets, status, learn)")
 
 
 def _path(req) -> str:

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 COND_GROUPS = ("control", "audio", "text", "family")
+GUIDANCE_SPAN = 4.0  # guidance scales 1..1+GUIDANCE_SPAN map to the embedding's 0..1
 
 
 @dataclass
@@ -45,6 +46,14 @@ class DynamicsConfig:
     text_dim: int = 384  # sentence-embedding size (all-MiniLM-L6-v2)
     families: int = 6  # renderer families (+1 'unknown' id = families)
     rope_time_dims: int = 8  # per-head dims rotated by frame index
+    # Residual flow: the sampler makes the change from the previous frame's latent (scaled by delta_scale), and each
+    # noisy frame also sees that latent as input (patch by patch). A model that knows nothing predicts 'no change'
+    # rather than noise, and errors in its own previous frame are corrected rather than compounded.
+    residual: bool = False
+    delta_scale: float = 1.0  # std of frame-to-frame latent changes in the training data
+    # Distilled guidance: the guidance scale is an input (cond["guidance"]), trained on the model's own
+    # classifier-free-guided velocities, so one pass per step gives the guided result.
+    guidance_in: bool = False
 
     @property
     def tokens_per_frame(self) -> int:
@@ -129,6 +138,10 @@ class Dynamics(nn.Module):
         pin = cfg.latent_channels * cfg.patch * cfg.patch_w
         self.patch_in = nn.Linear(pin, d)
         self.patch_out = nn.Linear(d, pin)
+        if cfg.residual:
+            self.prev_in = nn.Linear(pin, d)  # the previous frame's latent, into the noisy frame's tokens
+            nn.init.zeros_(self.prev_in.weight)
+            nn.init.zeros_(self.prev_in.bias)
         nn.init.zeros_(self.patch_out.weight)
         nn.init.zeros_(self.patch_out.bias)
         self.pos = nn.Parameter(torch.randn(1, cfg.tokens_per_frame, d) * 0.02)
@@ -140,6 +153,10 @@ class Dynamics(nn.Module):
         self.family_emb = nn.Embedding(cfg.families + 1, d)
         self.null = nn.Parameter(torch.zeros(cfg.cond_tokens, d))  # a dropped (absent) modality
         self.time_in = nn.Sequential(nn.Linear(128, d), nn.SiLU(), nn.Linear(d, d))
+        if cfg.guidance_in:
+            self.guide_in = nn.Linear(64, d)
+            nn.init.zeros_(self.guide_in.weight)
+            nn.init.zeros_(self.guide_in.bias)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm_out = nn.LayerNorm(d)
 
@@ -157,15 +174,20 @@ class Dynamics(nn.Module):
         return x.view(b, cfg.latent_h // ph, cfg.latent_w // pw, cfg.latent_channels, ph, pw).permute(
             0, 3, 1, 4, 2, 5).reshape(b, cfg.latent_channels, cfg.latent_h, cfg.latent_w)
 
-    def frame_tokens(self, z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict) -> torch.Tensor:
+    def frame_tokens(self, z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict,
+                     noisy: bool = True) -> torch.Tensor:
         """One frame per batch element → (B, frame_tokens, d_model).
 
         z: (B, C, H, W) latent at flow time `tau` (1 = clean); d: shortcut step size (0 = plain flow matching);
         cond: {"control": (B, n_controls), "audio": (B, audio_dim), "text": (B, text_dim), "family": (B,) long,
-               "drop": (B, 4) bool — True where that group is absent}.
+               "drop": (B, 4) bool — True where that group is absent,
+               "prev": (B, C, H, W) the previous frame's latent — residual models, noisy frames only,
+               "guidance": (B,) guidance scale — models with guidance_in, noisy frames only (default 1)}.
         """
         b = z.shape[0]
         x = self.patch_in(self.patchify(z)) + self.pos + self.type_emb[-1]
+        if noisy and self.cfg.residual:
+            x = x + self.prev_in(self.patchify(cond["prev"]))
         conds = torch.stack([self.control_in(cond["control"]), self.audio_in(cond["audio"]),
                              self.text_in(cond["text"]), self.family_emb(cond["family"])], dim=1)
         drop = cond.get("drop")
@@ -173,6 +195,10 @@ class Dynamics(nn.Module):
             conds = torch.where(drop[..., None], self.null.expand(b, -1, -1).to(conds.dtype), conds)
         conds = conds + self.type_emb[:-1]
         t = self.time_in(torch.cat([timestep_embedding(tau, 64), timestep_embedding(d, 64)], dim=-1))
+        if noisy and self.cfg.guidance_in:
+            g = cond.get("guidance")
+            g = torch.ones(b, device=z.device) if g is None else g
+            t = t + self.guide_in(timestep_embedding((g.float() - 1.0) / GUIDANCE_SPAN, 64))
         return torch.cat([conds, x], dim=1) + t[:, None, :]
 
     def readout(self, h: torch.Tensor) -> torch.Tensor:
@@ -197,7 +223,8 @@ class Dynamics(nn.Module):
             return v.reshape(b * T, *v.shape[2:])
 
         cflat = {k: flat(v) for k, v in cond.items()}
-        ctx = self.frame_tokens(flat(z_ctx), flat(tau_ctx), torch.zeros_like(flat(tau_ctx)), cflat).view(b, T * F_, -1)
+        ctx = self.frame_tokens(flat(z_ctx), flat(tau_ctx), torch.zeros_like(flat(tau_ctx)), cflat,
+                                noisy=False).view(b, T * F_, -1)
         noisy = self.frame_tokens(flat(z_noisy), flat(tau), flat(d), cflat).view(b, T * F_, -1)
         x = torch.cat([self.sink.expand(b, -1, -1), ctx, noisy], dim=1)
         frame_idx = torch.arange(T, device=x.device) + frame0
@@ -273,7 +300,7 @@ class Dynamics(nn.Module):
         """Run a finished frame through the model as context and push its keys/values into the cache."""
         b = z_clean.shape[0]
         x = self.frame_tokens(z_clean, torch.full((b,), tau_ctx, device=z_clean.device),
-                              torch.zeros(b, device=z_clean.device), cond)
+                              torch.zeros(b, device=z_clean.device), cond, noisy=False)
         angles = rope_angles(torch.full((x.shape[1],), frame_index, device=x.device), self.cfg.rope_time_dims)
         angles = angles[None].expand(b, -1, -1)
         new_kv = []

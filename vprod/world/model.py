@@ -85,6 +85,9 @@ class WorldModel:
         self.last_latent: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
         self.guidance = 1.0
+        self.temperature = 1.0  # noise scale of the sampler's start: < 1 trades variety for fidelity
+        # The 8-float audio token (vprod.control.audio's audio_vec) or None: audio absent, as in training so far.
+        self.audio: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -101,8 +104,11 @@ class WorldModel:
         c = np.clip(np.nan_to_num(np.asarray(controls, np.float32), nan=0.5), 0, 1).reshape(1, NUM_CONTROLS)
         fam = self.families.index(self.family) if self.family in self.families else len(self.families)
         text = self.text if self.text is not None else np.zeros(384, np.float32)
-        drop = torch.tensor([[False, True, self.text is None, self.family is None]], device=self.device)
-        return {"control": torch.from_numpy(c).to(self.device), "audio": torch.zeros(1, 8, device=self.device),
+        audio = self.audio
+        drop = torch.tensor([[False, audio is None, self.text is None, self.family is None]], device=self.device)
+        a = torch.zeros(1, 8) if audio is None else torch.from_numpy(
+            np.clip(np.nan_to_num(np.asarray(audio, np.float32), nan=0.0), 0, 1).reshape(1, 8))
+        return {"control": torch.from_numpy(c).to(self.device), "audio": a.to(self.device),
                 "text": torch.from_numpy(np.asarray(text, np.float32)[None]).to(self.device),
                 "family": torch.tensor([fam], device=self.device), "drop": drop}
 
@@ -151,13 +157,20 @@ class WorldModel:
         self.t += 1
         cond = self._cond(controls)
         cfg = self.dyn.cfg
+        if cfg.residual:
+            cond["prev"] = self.last_latent
         noise = torch.randn((1, cfg.latent_channels, cfg.latent_h, cfg.latent_w), generator=self.gen).to(self.device)
+        noise = noise * self.temperature
         with torch.no_grad(), self._autocast():
             uncond = None
-            if self.guidance > 1.0:
+            if cfg.guidance_in:  # distilled: the scale is an input, one pass per step
+                cond["guidance"] = torch.tensor([float(self.guidance)], device=self.device)
+            elif self.guidance > 1.0:
                 uncond = dict(cond, drop=cond["drop"].clone())
                 uncond["drop"][:, 2:] = True  # prompt and family absent
             z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond)
+            if cfg.residual:  # the sampler made the (scaled) change from the last frame
+                z = self.last_latent + cfg.delta_scale * z
             t1 = time.perf_counter()
             self.dyn.commit(self.cache, z, cond, self.t)
         t2 = time.perf_counter()

@@ -278,7 +278,12 @@ class WorldTrain:
     shortcut_frac: float = 0.25  # windows trained on the shortcut self-consistency target
     drop_p: float = 0.15  # each condition group dropped at random (classifier-free training)
     max_clips: int = 0  # encode and train on the first N clips only (0: all)
-    rollout_frac: float = 0.0  # late training: windows whose context is the model's own detached prediction
+    rollout_frac: float = 0.25  # windows whose context is the model's own detached prediction (residual models)
+    rollout_depth: int = 2  # rollout passes: context frames predicted from predicted frames this deep
+    rollout_start: float = 0.3  # rollouts begin after this fraction of training (late training)
+    residual: bool = True  # new models flow to the change from the previous frame (DynamicsConfig.residual)
+    guide_frac: float = 0.2  # windows trained with a guidance scale > 1 on the model's own guided velocity
+    guide_max: float = 3.0  # those scales are drawn from 1..guide_max
     eval_every: int = 250
     seed: int = 0
     bf16: bool = True
@@ -370,10 +375,36 @@ def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, de
     return z, cond
 
 
-def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
-    """Flow matching (d = 0) on most windows, the shortcut self-consistency target on the rest."""
+def residual_base(z_ctx: torch.Tensor) -> torch.Tensor:
+    """The latent each frame's change is measured from: the context frame before it (frame 0: itself)."""
+    return torch.cat([z_ctx[:, :1], z_ctx[:, :-1]], dim=1)
+
+
+@torch.no_grad()
+def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator, depth: int):
+    """Replace context frames 1.. with the model's own one-step predictions (detached), `depth` times over, so that
+    training sees the errors it will make at run time (late-training rollouts against drift)."""
+    B, T = z_ctx.shape[:2]
+    ones = torch.ones(B, T, device=z_ctx.device)
+    for _ in range(depth):
+        base = residual_base(z_ctx)
+        eps = torch.randn(z_ctx.shape, generator=rng_t, device=z_ctx.device)
+        v = net(z_ctx, tau_ctx, eps, torch.zeros_like(ones), ones, dict(cond, prev=base)).float()
+        pred = base + scale * (eps + v)
+        z_ctx = torch.cat([z_ctx[:, :1], pred[:, 1:]], dim=1)
+        tau_ctx = torch.cat([tau_ctx[:, :1], ones[:, 1:]], dim=1)  # committed predictions count as clean
+    return z_ctx, tau_ctx
+
+
+def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, rollout_frac: float = 0.0):
+    """Flow matching (d = 0) on most windows, the shortcut self-consistency target on the rest.
+
+    Residual models flow to the scaled change from the previous context frame (noised, or the model's own
+    prediction in rollout windows), which is also given to them as input; frame 0 has no previous frame and is left
+    out of their loss."""
     B, T = z.shape[:2]
     dev = z.device
+    residual = model.cfg.residual
     eps = torch.randn(z.shape, generator=rng_t, device=dev)
     # context: clean latents with a little noise, its level given to the model (tau_ctx < 1)
     sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
@@ -381,9 +412,32 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
     z_ctx = tau_ctx[..., None, None, None] * z + sig[..., None, None, None] * torch.randn(z.shape, generator=rng_t,
                                                                                           device=dev)
     n_sc = int(round(B * tcfg.shortcut_frac))
+    n_ro = min(B - n_sc, int(round(B * rollout_frac))) if residual else 0
+    if n_ro:  # the last n_ro windows see their own predictions as context
+        sub = {k2: v[B - n_ro:] for k2, v in cond.items()}
+        rz, rt = self_rollout(model, z_ctx[B - n_ro:], tau_ctx[B - n_ro:], sub, model.cfg.delta_scale, rng_t,
+                              tcfg.rollout_depth)
+        z_ctx = torch.cat([z_ctx[:B - n_ro], rz])
+        tau_ctx = torch.cat([tau_ctx[:B - n_ro], rt])
+    x = z
+    if residual:
+        base = residual_base(z_ctx)
+        x = (z - base) / model.cfg.delta_scale
+        cond = dict(cond, prev=base)
     tau = torch.rand(B, T, generator=rng_t, device=dev)
     d = torch.zeros(B, T, device=dev)
-    target = z - eps  # flow-matching velocity (noise at 0 → data at 1)
+    target = x - eps  # flow-matching velocity (noise at 0 → data at 1)
+    n_g = 0
+    if model.cfg.guidance_in:
+        # guidance distillation: a share of the non-rollout windows get a scale w > 1; the flow-matching ones
+        # learn the classifier-free-guided velocity of the model itself (conditional + w·(cond − uncond)), the
+        # shortcut ones stay self-consistent at that w
+        g = torch.ones(B, T, device=dev)
+        n_g = int(round((B - n_ro) * tcfg.guide_frac))
+        if n_g:
+            pick = torch.randperm(B - n_ro, generator=rng_t, device=dev)[:n_g]
+            g[pick] = 1.0 + torch.rand(n_g, 1, generator=rng_t, device=dev) * (tcfg.guide_max - 1.0)
+        cond = dict(cond, guidance=g)
     if n_sc:
         ds = torch.tensor(SHORTCUT_DS, device=dev)[torch.randint(0, len(SHORTCUT_DS), (n_sc, 1), generator=rng_t,
                                                                  device=dev)].expand(n_sc, T)
@@ -391,7 +445,7 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
         k = torch.floor(torch.rand(n_sc, T, generator=rng_t, device=dev) / (2 * ds))
         tau[:n_sc] = k * 2 * ds
         d[:n_sc] = ds
-    zt = (1 - tau)[..., None, None, None] * eps + tau[..., None, None, None] * z
+    zt = (1 - tau)[..., None, None, None] * eps + tau[..., None, None, None] * x
     if n_sc:
         with torch.no_grad():
             sub = {k2: v[:n_sc] for k2, v in cond.items()}
@@ -403,11 +457,36 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator):
             target[:n_sc] = 0.5 * (s1 + s2)
             d = d.clone()
             d[:n_sc] = 2 * d[:n_sc]  # the pair of d-steps is the target for one 2d-step
+    if n_g:
+        fm = torch.zeros(B, dtype=torch.bool, device=dev)
+        fm[n_sc:B - n_ro] = True
+        sel = fm & (cond["guidance"][:, 0] > 1.0)
+        if sel.any():
+            with torch.no_grad():
+                sub = {k2: v[sel] for k2, v in cond.items()}
+                one = dict(sub, guidance=torch.ones_like(sub["guidance"]))
+                unc = dict(one, drop=sub["drop"].clone())
+                unc["drop"][..., 2:] = True  # prompt and family absent
+                args = (z_ctx[sel], tau_ctx[sel], zt[sel], tau[sel], d[sel])
+                vc = model.forward_train(*args, one)
+                vu = model.forward_train(*args, unc)
+                w = sub["guidance"][..., None, None, None]
+                target = target.clone()
+                target[sel] = (vu + w * (vc - vu)).to(target.dtype)
     pred = net(z_ctx, tau_ctx, zt, tau, d, cond)
     per = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (B, T)
+    if residual:
+        per = per[:, 1:]
     loss = per.mean()
-    return loss, {"loss_fm": float(per[n_sc:].mean()) if n_sc < B else None,
-                  "loss_sc": float(per[:n_sc].mean()) if n_sc else None}
+    return loss, {"loss_fm": float(per[n_sc:B - n_ro].mean().detach()) if n_sc < B - n_ro else None,
+                  "loss_sc": float(per[:n_sc].mean().detach()) if n_sc else None,
+                  "loss_ro": float(per[B - n_ro:].mean().detach()) if n_ro else None}
+
+
+def delta_std(ls: "LatentSet", clips: list[int], n: int = 64) -> float:
+    """Std of frame-to-frame latent changes over up to `n` clips (the residual model's scale)."""
+    z = np.stack([ls.z[c].astype(np.float32) for c in clips[:n]])
+    return float(np.diff(z, axis=1).std())
 
 
 def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | None = None,
@@ -437,12 +516,19 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
         mcfg = DynamicsConfig(latent_channels=c, latent_h=h, latent_w=w, families=max(1, len(families)))
         if tiny:
             mcfg.d_model, mcfg.layers, mcfg.heads, mcfg.context = 64, 2, 4, 2
+    if tcfg.residual and not mcfg.residual:  # a new residual model, or a plain one turned residual (--init)
+        mcfg.residual = True
+        mcfg.delta_scale = round(delta_std(ls, split_clips(len(ls), tcfg.holdout)[0]), 4)
+    if tcfg.guide_frac > 0:
+        mcfg.guidance_in = True
     torch.manual_seed(tcfg.seed + env.rank)
     model = Dynamics(mcfg).to(env.device)
     if init:
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(init))  # start from earlier weights (fine-tuning), fresh optimizer
+        missing, unexpected = model.load_state_dict(load_file(init), strict=False)  # fine-tuning, fresh optimizer
+        if unexpected or any(not k.startswith(("prev_in.", "guide_in.")) for k in missing):
+            raise ValueError(f"{init} does not fit this model (missing {missing}, unexpected {unexpected})")
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
@@ -465,7 +551,8 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
             g["lr"] = cosine_lr(int(frac * 10000), 10000, tcfg.lr, int(10000 * tcfg.warmup / max(tcfg.steps, 1)))
         z, cond = make_batch(ls, train_clips, tcfg.batch, tcfg.window, rng, env.device, tcfg.drop_p, mcfg.families)
         with autocast:
-            loss, parts = world_loss(model, net, z, cond, tcfg, gen)
+            loss, parts = world_loss(model, net, z, cond, tcfg, gen,
+                                     tcfg.rollout_frac if frac >= tcfg.rollout_start else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
