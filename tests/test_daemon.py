@@ -170,6 +170,7 @@ BAD_REQUESTS = [
     ("NaN", json.dumps({"op": "set", "path": "/bg/r", "value": float("nan")}).encode(), "nan"),
     ("raw NaN", json.dumps({"op": "set", "path": "/bg/g", "value": float("nan"), "raw": True}).encode(), "nan"),
     ("infinity", b'{"op": "set", "path": "/bg/r", "value": 1e999}', "inf"),
+    ("out of 0..1", json.dumps({"op": "set", "path": "/bg/r", "value": 1.5}).encode(), "outside 0..1"),
     ("no value", json.dumps({"op": "set", "path": "/bg/r"}).encode(), "value"),
     ("path without /", json.dumps({"op": "set", "path": "bg/r", "value": 0.0}).encode(), "path"),
     ("malformed JSON", b'{"op": "set", "path": "/bg/r", "value": 0.', "JSON"),

@@ -1310,25 +1310,13 @@ class BenchSender:
         self._wait_connected()
 
     def _wait_connected(self, timeout: float = 30.0) -> None:
-        import zmq
+        from ..bench_control import wait_for_status
 
-        req = zmq.Context.instance().socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.setsockopt(zmq.RCVTIMEO, 5000)
-        req.connect(f"tcp://127.0.0.1:{self.ctx.control_port}")
-        try:
-            deadline = time.monotonic() + timeout
-            port = None
-            while time.monotonic() < deadline:
-                req.send_json({"op": "status"})
-                port = (req.recv_json()["status"]["controls"].get("midi", {}).get("input") or {}).get("port")
-                if port and self.PORT in port:
-                    return
-                time.sleep(0.1)
-            raise RuntimeError(f"the daemon's MIDI input did not connect to {self.PORT!r} within {timeout:g} s "
-                               f"(input {port!r})")
-        finally:
-            req.close(0)
+        def connected(status: dict):
+            port = (status["controls"].get("midi", {}).get("input") or {}).get("port")
+            return port and self.PORT in port
+
+        wait_for_status(self.ctx, connected, timeout, f"the daemon's MIDI input did not connect to {self.PORT!r}")
 
     def send(self, level: float) -> None:
         x = (level - self.lo) / (self.hi - self.lo)

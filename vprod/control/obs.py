@@ -723,24 +723,10 @@ class BenchSender:
 
     def _wait_connected(self, timeout: float = 60.0) -> None:
         """Until the daemon's status says its OBS control is connected (it retries every 0.5 to 5 s)."""
-        import zmq
+        from ..bench_control import wait_for_status
 
-        req = zmq.Context.instance().socket(zmq.REQ)
-        req.setsockopt(zmq.LINGER, 0)
-        req.setsockopt(zmq.RCVTIMEO, 5000)
-        req.connect(f"tcp://127.0.0.1:{self.ctx.control_port}")
-        try:
-            deadline = time.monotonic() + timeout
-            state = None
-            while time.monotonic() < deadline:
-                req.send_json({"op": "status"})
-                state = req.recv_json()["status"]["controls"].get("obs", {}).get("state")
-                if state == "connected":
-                    return
-                time.sleep(0.2)
-            raise RuntimeError(f"the daemon's OBS control did not connect within {timeout:g} s (state {state!r})")
-        finally:
-            req.close(0)
+        wait_for_status(self.ctx, lambda st: st["controls"].get("obs", {}).get("state") == "connected", timeout,
+                        "the daemon's OBS control did not connect")
 
     def send(self, level: float) -> None:
         self.client.set_current_program_scene(self.scenes[level])

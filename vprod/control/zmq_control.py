@@ -53,6 +53,9 @@ def handle(daemon, req) -> dict:
         value = req.get("value")
         if isinstance(value, float) and not math.isfinite(value):
             raise RequestError(f"{value!r} is not a finite number")
+        if (not req.get("raw") and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and not 0.0 <= value <= 1.0):  # as OSC: a normalized value outside 0..1 is refused, not clamped
+            raise RequestError(f"{path}: {value!r} is outside 0..1 (send \"raw\": true for real units)")
         try:
             real = st.spec.coerce(value) if req.get("raw") else st.spec.from_norm(value)
         except ParamError as e:
