@@ -238,7 +238,7 @@ def test_a_residual_model_that_predicts_no_change_copies_the_last_frame():
     for p in dyn.patch_out.parameters():
         torch.nn.init.zeros_(p)  # velocity 0 everywhere: from noise 0 the change stays 0
     wm = WorldModel(tok, dyn, steps=2, dtype=torch.float32)
-    wm.temperature = 0.0
+    wm.temperature, wm.ctx_noise = 0.0, 0.0
     wm.reset(1, NEUTRAL, "plasma")
     before = wm.last_latent.clone()
     z = wm.next_latent(NEUTRAL)

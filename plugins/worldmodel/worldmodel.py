@@ -40,7 +40,9 @@ class WorldModelSource(Source):
         "prompt": TextParam("", max_len=300, doc="Words the world turns towards (empty: none)"),
         "family": ChoiceParam("terrain", FAMILIES, doc="Kind of world; a change steers there without a cut"),
         "steps": ChoiceParam("2", ("1", "2", "4"), doc="Flow steps per frame: 1 fastest, 4 finest"),
-        "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength; above 1 costs a second pass per step"),
+        "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength (distilled into the shipped weights: one "
+                                                  "pass per step at any strength)"),
+        "variety": FloatParam(1.0, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -78,6 +80,9 @@ class WorldModelSource(Source):
         self._stop = threading.Event()
         self._reset_requested = True
         self._prompt = None
+        # one latent per output frame: the world moves at the frame rate, and no core is spent on frames nobody sees
+        self._credit = 2
+        self._demand = threading.Condition()
         self._threads = [threading.Thread(target=self._run_model, name="worldmodel", daemon=True),
                          threading.Thread(target=self._run_decoder, name="worldmodel-decode", daemon=True)]
         for t in self._threads:
@@ -100,12 +105,17 @@ class WorldModelSource(Source):
                 if self.p.paused:
                     time.sleep(0.02)
                     continue
+                with self._demand:
+                    if self._credit <= 0 and not self._demand.wait_for(lambda: self._credit > 0, 0.2):
+                        continue
+                    self._credit -= 1
                 if self.p.prompt != self._prompt:
                     self._prompt = self.p.prompt
                     w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)
                 w.set_family(self.p.family)
                 w.steps = int(self.p.steps)
                 w.guidance = float(self.p.guidance)
+                w.temperature = float(self.p.variety)
                 z = w.next_latent(self._controls())
                 with self._latent_ready:
                     self._latent = z
@@ -136,6 +146,9 @@ class WorldModelSource(Source):
     def process(self, ctx: FrameContext) -> np.ndarray:
         if self.p.fired("reset"):
             self._reset_requested = True
+        with self._demand:
+            self._credit = min(self._credit + 1, 2)
+            self._demand.notify()
         if self.opts["audio"] is True:  # the newest features, else absent (the model thread reads the attribute)
             vec = ctx.signals.get("audio_vec")
             self.world.audio = np.asarray(vec, np.float32) if vec is not None else None
@@ -154,5 +167,7 @@ class WorldModelSource(Source):
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
+            with self._demand:
+                self._demand.notify_all()
             for t in self._threads:
                 t.join(2.0)

@@ -86,6 +86,10 @@ class WorldModel:
         self.timings: dict[str, float] = {}
         self.guidance = 1.0
         self.temperature = 1.0  # noise scale of the sampler's start: < 1 trades variety for fidelity
+        # Each generated frame enters the context with this much noise (and its level), as training showed the
+        # model noised context: the model then leans less on its own small errors, which otherwise compound
+        # (measured: 16-frame rollout PSNR +4 dB at 0.1; see docs/world-model).
+        self.ctx_noise = 0.1
         # The 8-float audio token (vprod.control.audio's audio_vec) or None: audio absent, as in training so far.
         self.audio: np.ndarray | None = None
 
@@ -172,9 +176,13 @@ class WorldModel:
             if cfg.residual:  # the sampler made the (scaled) change from the last frame
                 z = self.last_latent + cfg.delta_scale * z
             t1 = time.perf_counter()
-            self.dyn.commit(self.cache, z, cond, self.t)
+            zc = z
+            if self.ctx_noise > 0:
+                zc = (1 - self.ctx_noise) * z.float() + self.ctx_noise * torch.randn(
+                    z.shape, generator=self.gen).to(self.device)
+            self.dyn.commit(self.cache, zc, cond, self.t, tau_ctx=1.0 - self.ctx_noise)
         t2 = time.perf_counter()
-        self.last_cond, self.last_latent = cond, z
+        self.last_cond, self.last_latent = cond, zc
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
         return z
 
