@@ -229,7 +229,7 @@ LAYER = '[[layers]]\nid = "bg"\nsource = "solid"\n'
     (LAYER + "params = 3\n", "layers[0].params", ["must be a table"]),
     (LAYER + "slew = { r = -1 }\n", "layers[0].slew.r", ["seconds", "r, g, b"]),
     (LAYER + '[[layers.effects]]\ntype = "sharpen"\n', "layers[0].effects[0].type",
-     ["unknown effect 'sharpen' (allowed: blur, color)"]),
+     ["unknown effect 'sharpen' (allowed: blur, ", "color"]),  # the list grows with the plugins
     (LAYER + '[[layers.effects]]\ntype = "blur"\nparams = { radius = 500 }\n', "layers[0].effects[0].params.radius",
      ["out of range", "0..200 px"]),
     (LAYER + '[[layers.effects]]\ntype = "blur"\nparams = { mode = "motion" }\n',

@@ -218,7 +218,12 @@ def main(args) -> int:
         from .bench_control import main as control_main
 
         return control_main(args)
-    if args.what == "host":
+    if args.what == "effects":
+        from .bench_effects import run as run_effects
+
+        res = run_effects(args.frames, tuple(args.size), args.seconds, pipeline=args.seconds > 0,
+                          only=[c for c in args.cases.split(",") if c] or None, quiet=args.json)
+    elif args.what == "host":
         res = run_host(args.frames, tuple(args.size), quiet=args.json)
     else:
         res = run_world(frames=min(args.frames, 120), memory_frames=args.memory_frames, device=args.device,

@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_midi)
 
     p = sub.add_parser("bench", help="benchmarks printing JSON")
-    p.add_argument("what", choices=["host", "world", "control"])
+    p.add_argument("what", choices=["host", "world", "control", "effects"])
     p.add_argument("--json", action="store_true", help="JSON only")
     p.add_argument("--surfaces", default="osc,midi,obs",
                    help="control: surfaces to measure, comma-separated (zmq, the baseline, always runs)")
@@ -316,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", default="1,2", help="world: thread counts to measure, comma-separated")
     p.add_argument("--device", default="cpu", help="world: cpu or cuda")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"], help="world: compute dtype")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="effects: seconds per run of the engine with presets/call-background.toml (0: skip it)")
+    p.add_argument("--cases", default="", help="effects: only these cases or groups, comma-separated")
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")

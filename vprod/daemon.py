@@ -20,6 +20,7 @@ from .engine import ControlBus, Engine, ElementConfig
 from .engine.pipeline import Pipeline
 from .plugins import PluginError, PluginRegistry
 from .presets import Preset, PresetInvalid, PresetWatcher
+from .memory import keep_freed_memory
 from .threads import configure_threads
 
 log = logging.getLogger("vprod.daemon")
@@ -147,6 +148,7 @@ class Daemon:
     # --- lifecycle ---
     def start(self) -> None:
         configure_threads(self.config.threads)
+        keep_freed_memory()
         path = presets_mod.find_preset(self.config.preset)
         preset = presets_mod.load(path, self.registry)  # raises PresetInvalid: the CLI reports and exits
         c = self.config

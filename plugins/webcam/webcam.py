@@ -2,7 +2,9 @@
 and fitted to the output there, off the frame loop); `process()` returns that frame and never blocks.
 
 open() checks the device before handing it to OpenCV so that a missing camera, a permission problem and a camera
-busy in another program each get their own message, with what to do about it.
+busy in another program each get their own message, with what to do about it. With the `fallback` option set, a
+camera that cannot be opened is reported as a warning and a video file (looping, through the `video` source) plays
+in its place, so a preset made for a camera also runs on a machine that has none.
 """
 
 from __future__ import annotations
@@ -51,7 +53,11 @@ class WebcamSource(Source):
         "height": (720, "Requested capture height in pixels; the driver picks its nearest mode (0: driver default)"),
         "fps": (30, "Requested capture rate in frames per second (0: driver default)"),
         "timeout": (5.0, "Seconds open() waits for the first frame, and silence after which the camera counts as lost"),
+        "fallback": ("", "Video file played (looping) in place of the camera when the camera cannot be opened, e.g. "
+                         "on a machine without one; relative to the preset, then the working directory"),
     }
+
+    _fallback: Source | None = None  # the video source playing in place of a camera that could not be opened
 
     def _open_capture(self, target):
         """The OpenCV capture for `target` (V4L2 on Linux); a separate method so tests can supply a fake camera."""
@@ -82,6 +88,32 @@ class WebcamSource(Source):
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver queue short: latency over completeness
 
     def open(self) -> None:
+        self._fallback = None
+        try:
+            self._open_camera()
+        except RuntimeError as e:
+            if not self.opts["fallback"]:
+                raise
+            self._fallback = self._open_fallback(str(self.opts["fallback"]), str(e))
+
+    def _open_fallback(self, path: str, why: str) -> Source:
+        """The `video` source playing `path` (looping); it fits frames with this source's `fit` at open."""
+        from vprod.engine import ElementConfig
+        from vprod.plugins import PluginRegistry
+
+        cfg = self.config
+        video = PluginRegistry().load("video")(
+            ElementConfig(layer=cfg.layer, name=f"{cfg.name or 'webcam'}-fallback", width=cfg.width,
+                          height=cfg.height, fps=cfg.fps, options={"path": path}, preset_dir=cfg.preset_dir),
+            {"loop": True, "fit": self.p.fit})
+        try:
+            video.open()
+        except Exception as e:  # noqa: BLE001 - one message with both reasons
+            raise RuntimeError(f"{why.rstrip('. ')}; and the fallback video cannot play either: {e}") from None
+        self.log.warning("%s: %s; playing %s in its place", self.label, why.rstrip(". "), video.path)
+        return video
+
+    def _open_camera(self) -> None:
         self.target, self.name = parse_device(self.opts["device"])
         self._check_device()
         cap = self._open_capture(self.target)
@@ -150,6 +182,9 @@ class WebcamSource(Source):
             cap.release()
 
     def process(self, ctx: FrameContext) -> np.ndarray:
+        if self._fallback is not None:
+            frame = self._fallback.process(ctx)
+            return cv2.flip(frame, 1) if self.p.mirror else frame
         if self._error:
             raise RuntimeError(self._error)  # the pipeline repeats the last good frame and reports this once
         frame = self._latest
@@ -164,6 +199,9 @@ class WebcamSource(Source):
         return frame
 
     def close(self) -> None:
+        fallback = getattr(self, "_fallback", None)
+        if fallback is not None:
+            fallback.close()
         stop = getattr(self, "_stop", None)
         if stop is None:
             return

@@ -34,7 +34,9 @@ class FrameContext:
     preset: str = ""
     # Modulation sources (audio features, LFO values, MIDI clock phase) by name; filled by controls.
     signals: dict[str, float] = field(default_factory=dict)
-    # Per-layer outputs that other layers may use (e.g. a matte): {"<layer>": {"mask": array}}.
+    # Per-layer outputs that other layers may use: {"<layer>": {"mask": matte, "frame": picture}}. An effect may
+    # publish a float32 (H, W) 0..1 matte as "mask" (a layer's `mask = "<id>"` then uses it); the pipeline
+    # publishes each layer's finished frame as "frame" once it is made, so layers listed earlier are there.
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property

@@ -172,7 +172,9 @@ class Pipeline:
 
     def render(self, ctx: FrameContext) -> np.ndarray:
         now = time.monotonic()
-        # Two passes: every layer renders first, so a mask may come from a layer listed above or below.
+        # Two passes: every layer renders first, so a mask may come from a layer listed above or below. Each
+        # layer's finished frame is published as ctx.layers[id]["frame"] as soon as it is made, so an effect can
+        # use the frame of any layer listed before its own (a virtual background takes the world's picture so).
         outputs: dict[str, np.ndarray] = {}
         for layer in self.layers:
             ctx.layers.setdefault(layer.id, {})
@@ -180,6 +182,7 @@ class Pipeline:
                 frame = self._run_layer(layer, ctx, now)
                 if frame is not None:
                     outputs[layer.id] = frame
+                    ctx.layers[layer.id]["frame"] = frame
         out: np.ndarray | None = None
         for layer in self.layers:
             frame = outputs.get(layer.id)
