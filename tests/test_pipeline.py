@@ -272,6 +272,7 @@ def test_registry_names_every_control_path():
     assert set(p.registry) == {
         "/bg/opacity", "/bg/blend", "/bg/enabled", "/bg/r", "/bg/g", "/bg/b",
         "/fg/opacity", "/fg/blend", "/fg/enabled", "/fg/r", "/fg/g", "/fg/b", "/fg/boost/amount",
+        "/fg/boost/enabled",  # every effect can be bypassed live
     }
     assert p.registry["/fg/boost/amount"][1] is eff
 

@@ -140,6 +140,32 @@ def test_a_built_solid_preset_renders_its_colour(tmp_path, registry):
     assert (out == np.array([26, 51, 153], np.uint8)).all()
 
 
+def test_an_effect_can_start_bypassed_and_be_switched_on_live(tmp_path, registry):
+    path = write(tmp_path, "fx.toml", 'width = 32\nheight = 16\n[[layers]]\nid = "bg"\nsource = "solid"\n'
+                                      'params = { r = 0.5, g = 0.5, b = 0.5 }\n'
+                                      '[[layers.effects]]\ntype = "color"\nname = "dim"\nenabled = false\n'
+                                      'params = { brightness = -0.5 }\n')
+    p = build(load(path, registry), registry)
+    try:
+        ctx = FrameContext(width=32, height=16)
+        assert int(p.render(ctx)[0, 0, 0]) == 128  # bypassed
+        p.registry["/bg/dim/enabled"][0].set(True)
+        on = int(p.render(ctx)[0, 0, 0])
+        p.registry["/bg/dim/enabled"][0].set(False)
+        off = int(p.render(ctx)[0, 0, 0])
+    finally:
+        p.close_all()
+    assert on < 10 and off == 128, (on, off)
+
+
+def test_a_non_boolean_effect_enabled_is_reported(tmp_path, registry):
+    path = write(tmp_path, "bad.toml", '[[layers]]\nid = "bg"\nsource = "solid"\n'
+                                       '[[layers.effects]]\ntype = "color"\nenabled = "no"\n')
+    with pytest.raises(PresetInvalid) as e:
+        load(path, registry)
+    assert "layers[0].effects[0].enabled" in str(e.value), str(e.value)
+
+
 def test_defaults_fill_what_a_preset_leaves_out(tmp_path, registry):
     pr = load(write(tmp_path, "min.toml", '[[layers]]\nsource = "solid"\n'), registry)
     assert (pr.width, pr.height, pr.fps, pr.crossfade) == (1280, 720, 30.0, 0.5)

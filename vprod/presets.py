@@ -251,6 +251,10 @@ def parse(data: dict, file: str, registry: PluginRegistry, name: str = "") -> tu
             if isinstance(ename, str) and ename in names:
                 ename = f"{ename}{j}"
             names.add(str(ename))
+            if not isinstance(eff.get("enabled", True), bool):
+                errors.append(PresetError(file, f"{ekey}.enabled", "must be true or false"))
+            elif eff.get("enabled", True) is False:
+                spec.setdefault("effects_off", set()).add(str(ename))
             if ecls is not None:
                 spec["effects"].append((ename, etype, *_check_params(errors, file, f"{ekey}.params", ecls,
                                                                      eff.get("params"), eff.get("slew"))))
@@ -365,7 +369,8 @@ def build(preset: Preset, registry: PluginRegistry, width: int | None = None, he
         for ename, etype, eparams, eoptions, eslew in spec["effects"]:
             effects.append((ename, registry.load(etype)(cfg(spec["id"], ename, eoptions), eparams, eslew)))
         lp = Params.build(LAYER_PARAMS, {k: spec[k] for k in ("opacity", "blend", "enabled") if k in spec})
-        layers.append(Layer(spec["id"], src, effects, lp, mask=spec["mask"], visible=spec["visible"]))
+        layers.append(Layer(spec["id"], src, effects, lp, mask=spec["mask"], visible=spec["visible"],
+                            effects_off=set(spec.get("effects_off", ()))))
     p = Pipeline(preset.name, layers, w, h, f, preset.crossfade, str(preset.path or ""))
     if open_elements:
         p.open_all()

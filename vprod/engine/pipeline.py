@@ -26,6 +26,7 @@ LAYER_PARAMS = {
     "blend": ChoiceParam("normal", BLEND_MODES, doc="How the layer combines with the layers below"),
     "enabled": BoolParam(True, doc="Show the layer"),
 }
+EFFECT_SWITCH = {"enabled": BoolParam(True, doc="Apply this effect (false: the frame passes it by)")}
 
 
 def check_frame(frame, what: str) -> np.ndarray:
@@ -87,6 +88,8 @@ class Layer:
     visible: bool = True  # False: rendered only to serve as another layer's mask
     guards: dict[str, Guard] = field(default_factory=dict)
     last_frame: np.ndarray | None = None
+    effects_off: set[str] = field(default_factory=set)  # effects the preset starts bypassed (`enabled = false`)
+    switches: dict[str, Params] = field(default_factory=dict)  # effect name -> its live `enabled` switch
 
 
 class Pipeline:
@@ -105,6 +108,10 @@ class Pipeline:
             self._register(f"/{layer.id}", layer.source.p, layer.source)
             for name, eff in layer.effects:
                 self._register(f"/{layer.id}/{name}", eff.p, eff)
+                if "enabled" not in eff.p.states:  # every effect can be bypassed live: /<layer>/<effect>/enabled
+                    sw = Params.build(EFFECT_SWITCH, {"enabled": name not in layer.effects_off})
+                    layer.switches[name] = sw
+                    self._register(f"/{layer.id}/{name}", sw, eff)
             for el in [layer.source] + [e for _, e in layer.effects]:
                 layer.guards[id(el)] = Guard(el)
 
@@ -159,7 +166,10 @@ class Pipeline:
             return None
         frame = fit(frame, ctx.width, ctx.height)
         layer.last_frame = frame
-        for _name, eff in layer.effects:
+        for name, eff in layer.effects:
+            sw = layer.switches.get(name)
+            if sw is not None and not sw.get("enabled"):
+                continue
             g = layer.guards[id(eff)]
             if not g.ready(now):
                 continue
