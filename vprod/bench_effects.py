@@ -154,11 +154,11 @@ def run_cases(frames: Frames, n: int, rounds: int, only: list[str] | None = None
         for i in range(5):  # warm-up: first calls allocate, load, fill the smoothing state
             step(frames.person[i % len(frames.person)], i)
         bare, full = [], []
-        k = 0
+        k, per = 0, max(1, -(-n // rounds))  # at least one frame a round
         for _ in range(rounds):
-            bare += _time(base_step, frames, n // rounds, k)
-            full += _time(step, frames, n // rounds, k)
-            k += n // rounds
+            bare += _time(base_step, frames, per, k)
+            full += _time(step, frames, per, k)
+            k += per
             if progress:
                 progress.update(1)
         base_all += bare
@@ -171,7 +171,12 @@ def run_cases(frames: Frames, n: int, rounds: int, only: list[str] | None = None
 
 
 # --- the running engine ----------------------------------------------------------------------------------------------
-def _run_engine(registry, seconds: float, camera: bool, size: tuple[int, int]) -> dict:
+def engine_run(preset_path: Path, registry, seconds: float, size: tuple[int, int], ready, prepare=None) -> dict:
+    """Build `preset_path` into a real engine at its frame rate with a null output, step it until `ready(pipeline)`
+    says its model thread has made 3 pictures (loading is not frame time), then run it for `seconds`.
+
+    Returns the pipeline-specific count `ready` reports as `produced`, with output frames/s, dropped ticks and the
+    loop's work per frame; `prepare(pipeline)` may set parameters first."""
     from . import presets
     from .engine import ElementConfig, Engine, Sink
 
@@ -181,37 +186,49 @@ def _run_engine(registry, seconds: float, camera: bool, size: tuple[int, int]) -
         def send(self, frame, meta):
             pass
 
-    preset = presets.load(PRESET, registry)
+    preset = presets.load(preset_path, registry)
     w, h = size
     eng = Engine(w, h, preset.fps)
     pipeline = presets.build(preset, registry, w, h)
     eng.pipeline = pipeline
-    cam = next(layer for layer in pipeline.layers if layer.id == "cam")
-    cam.params.states["enabled"].set(camera)
-    world = next(layer for layer in pipeline.layers if layer.id == "world").source
+    if prepare is not None:
+        prepare(pipeline)
     runner = eng.add_sink("null", NullSink(ElementConfig()))
     try:
-        # wait for the world's first picture (model loading is not frame time)
         deadline = time.monotonic() + 60
-        while getattr(world, "_frames", 0) < 3 and time.monotonic() < deadline:
+        while ready(pipeline) < 3 and time.monotonic() < deadline:
             eng.step()
         eng.clock.dropped_total = 0
         eng.frame_ms.clear()
-        f0, w0, t0 = eng.frames, world._frames, time.monotonic()
+        f0, p0, t0 = eng.frames, ready(pipeline), time.monotonic()
         stop = threading.Event()
         timer = threading.Timer(seconds, stop.set)
         timer.start()
         eng.run(stop)
         dur = time.monotonic() - t0
-        frames, world_frames = eng.frames - f0, world._frames - w0
         ms = list(eng.frame_ms)
-        faults = pipeline.faults()
+        return {"seconds": round(dur, 1), "output_fps": round((eng.frames - f0) / dur, 1),
+                "dropped_ticks": eng.clock.dropped_total,
+                "loop_ms_p50": round(float(np.percentile(ms, 50)), 2),
+                "loop_ms_p99": round(float(np.percentile(ms, 99)), 2),
+                "produced_per_s": round((ready(pipeline) - p0) / dur, 1), "sink_received": runner.sent,
+                "faults": pipeline.faults(), "pipeline": pipeline}
     finally:
         eng.close()
-    return {"output_fps": round(frames / dur, 1), "dropped_ticks": eng.clock.dropped_total,
-            "loop_ms_p50": round(float(np.percentile(ms, 50)), 2), "loop_ms_p99": round(float(np.percentile(ms, 99)), 2),
-            "world_new_pictures_per_s": round(world_frames / dur, 1), "sink_received": runner.sent,
-            "faults": faults}
+
+
+def _run_engine(registry, seconds: float, camera: bool, size: tuple[int, int]) -> dict:
+    def world(p):
+        return next(layer for layer in p.layers if layer.id == "world").source
+
+    def prepare(p):
+        next(layer for layer in p.layers if layer.id == "cam").params.states["enabled"].set(camera)
+
+    r = engine_run(PRESET, registry, seconds, size, lambda p: getattr(world(p), "_frames", 0), prepare)
+    r.pop("pipeline")
+    r["world_new_pictures_per_s"] = r.pop("produced_per_s")
+    r.pop("seconds")
+    return r
 
 
 def run_pipeline(seconds: float, size: tuple[int, int], rounds: int = 2, progress=None) -> dict:

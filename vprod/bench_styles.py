@@ -11,7 +11,6 @@ the newest stylised picture, add the camera's detail); what its model thread ach
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -84,44 +83,15 @@ def style_cases() -> list[tuple]:
 def run_stream_style(seconds: float, size: tuple[int, int], registry=None) -> dict:
     """presets/stream-style.toml (camera → world style) in a real engine at its frame rate for `seconds`: output
     frames per second, dropped ticks, the loop's work per frame, stylised pictures per second."""
-    from . import presets
-    from .engine import ElementConfig, Engine, Sink
+    from .bench_effects import engine_run
     from .plugins import PluginRegistry
 
-    class NullSink(Sink):
-        element_id, plugin_name = "bench-null", "bench"
+    def style(p):
+        return next(e for layer in p.layers for name, e in layer.effects if name == "worldstyle")
 
-        def send(self, frame, meta):
-            pass
-
-    registry = registry or PluginRegistry()
-    preset = presets.load(STREAM_PRESET, registry)
-    w, h = size
-    eng = Engine(w, h, preset.fps)
-    pipeline = presets.build(preset, registry, w, h)
-    eng.pipeline = pipeline
-    style = next(e for layer in pipeline.layers for name, e in layer.effects if name == "worldstyle")
-    eng.add_sink("null", NullSink(ElementConfig()))
-    try:
-        deadline = time.monotonic() + 60
-        while getattr(style, "frames", 0) < 3 and time.monotonic() < deadline:
-            eng.step()
-        eng.clock.dropped_total = 0
-        eng.frame_ms.clear()
-        f0, s0, t0 = eng.frames, style.frames, time.monotonic()
-        stop = threading.Event()
-        timer = threading.Timer(seconds, stop.set)
-        timer.start()
-        eng.run(stop)
-        dur = time.monotonic() - t0
-        ms = list(eng.frame_ms)
-        res = {"preset": str(STREAM_PRESET.relative_to(REPO)), "seconds": round(dur, 1),
-               "output_fps": round((eng.frames - f0) / dur, 1), "dropped_ticks": eng.clock.dropped_total,
-               "loop_ms_p50": round(float(np.percentile(ms, 50)), 2),
-               "loop_ms_p99": round(float(np.percentile(ms, 99)), 2),
-               "stylised_pictures_per_s": round((style.frames - s0) / dur, 1),
-               "model_thread_ms": {k: round(v, 1) for k, v in style.styler.timings.items()},
-               "faults": pipeline.faults()}
-    finally:
-        eng.close()
+    r = engine_run(STREAM_PRESET, registry or PluginRegistry(), seconds, size, lambda p: getattr(style(p), "frames", 0))
+    res = {"preset": str(STREAM_PRESET.relative_to(REPO)), **r}
+    res["stylised_pictures_per_s"] = res.pop("produced_per_s")
+    res["model_thread_ms"] = {k: round(v, 1) for k, v in style(res.pop("pipeline")).styler.timings.items()}
+    res.pop("sink_received")
     return res

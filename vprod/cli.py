@@ -218,7 +218,9 @@ def cmd_train(args) -> int:
                        lr=args.lr or WorldTrain.lr, seed=args.seed, minutes=args.minutes or 0.0,
                        max_clips=args.clips or 0, window=args.window or WorldTrain.window,
                        rollout_frac=WorldTrain.rollout_frac if args.rollout is None else args.rollout,
-                       shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut)
+                       shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut,
+                       guide_frac=WorldTrain.guide_frac if args.guide is None else args.guide,
+                       residual=not args.no_residual)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
                           command=command, tiny=args.tiny, init=args.init)
     if res:
@@ -336,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout", type=float, help="world: fraction of windows trained on their own predictions "
                    "(after the first 30%% of training)")
     p.add_argument("--shortcut", type=float, help="world: fraction of windows on the shortcut target")
+    p.add_argument("--guide", type=float, help="world: fraction of windows trained on guided targets (distilled "
+                   "guidance; 0: none)")
+    p.add_argument("--no-residual", action="store_true",
+                   help="world: a plain flow model (the sampler makes the latent, not its change)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads per process")

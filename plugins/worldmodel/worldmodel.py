@@ -42,7 +42,7 @@ class WorldModelSource(Source):
         "steps": ChoiceParam("2", ("1", "2", "4"), doc="Flow steps per frame: 1 fastest, 4 finest"),
         "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength (distilled into the shipped weights: one "
                                                   "pass per step at any strength)"),
-        "variety": FloatParam(1.0, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
+        "variety": FloatParam(0.75, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Make the pictures of docs/effects/ for the `style` plugin.
+"""Make the pictures of docs/effects/: the `style` plugin's looks and a frame of each camera preset.
 
-    python scripts/make-style-docs.py [--only styles|stream]
+    python scripts/make-effects-docs.py [--only styles|stream|call]
 
 styles.png: every look of the style plugin on scikit-image's astronaut (NASA, public domain) at 1280×720, each
 through the real element (the world style at three families). stream-style.png: a frame taken from the ZeroMQ
-stream of `vprod run presets/stream-style.toml` (on a machine without a camera it plays presets/media/person.mp4).
+stream of `vprod run presets/stream-style.toml` (on a machine without a camera it plays presets/media/person.mp4);
+call-background.png: the same for presets/call-background.toml (the person over the world model).
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ def _free_port(udp: bool = False) -> int:
         return s.getsockname()[1]
 
 
-def stream_screenshot(seconds: float = 12.0) -> None:
+def stream_screenshot(preset: str = "stream-style", seconds: float = 12.0) -> None:
+    """docs/effects/<preset>.png: a frame of `vprod run presets/<preset>.toml` from its ZeroMQ stream, taken after
+    `seconds` of streaming."""
     import zmq
 
     zport = _free_port()
-    cmd = [sys.executable, "-m", "vprod", "run", str(ROOT / "presets" / "stream-style.toml"), "--zmq-port", str(zport),
+    cmd = [sys.executable, "-m", "vprod", "run", str(ROOT / "presets" / f"{preset}.toml"), "--zmq-port", str(zport),
            "--mjpeg-port", str(_free_port()), "--control-port", str(_free_port()), "--osc-port", str(_free_port(True))]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
     sock = zmq.Context.instance().socket(zmq.SUB)
@@ -123,7 +126,7 @@ def stream_screenshot(seconds: float = 12.0) -> None:
                 break
         if img is None:
             raise SystemExit("no frame arrived on the ZeroMQ stream")
-        save_png(OUT / "stream-style.png", img)
+        save_png(OUT / f"{preset}.png", img)
     finally:
         sock.close(linger=0)
         proc.terminate()
@@ -132,12 +135,14 @@ def stream_screenshot(seconds: float = 12.0) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=["styles", "stream"])
+    ap.add_argument("--only", choices=["styles", "stream", "call"])
     args = ap.parse_args()
     if args.only in (None, "styles"):
         styles_strip()
     if args.only in (None, "stream"):
-        stream_screenshot()
+        stream_screenshot("stream-style")
+    if args.only in (None, "call"):
+        stream_screenshot("call-background")
 
 
 if __name__ == "__main__":

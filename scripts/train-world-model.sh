@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Trains vprod's world model from nothing: renders the dataset, trains the tokenizer, then the dynamics in the four
+# stages the shipped weights went through (step counts as they ran; the shipped runs stopped on --minutes, which
+# gave these counts on this project's 2-core CPU machine). Every stage shows a progress bar, resumes from its
+# checkpoint if stopped, and writes loss.png. About 3 h 30 on two CPU cores; minutes on a GPU (add --device cuda).
+#
+#   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world4/world.safetensors
+#                                           #       vprod/world/weights/
+set -euo pipefail
+VPROD=${VPROD:-.venv/bin/vprod}
+DATA=${DATA:-data/worlds}
+RUNS=${RUNS:-runs}
+TOK=$RUNS/tok1/tokenizer.safetensors
+W=(world --data "$DATA" --tokenizer "$TOK" --clips 700)
+
+"$VPROD" data render --out "$DATA" --clips 1200 --frames 64 --seed 1
+"$VPROD" train tokenizer --data "$DATA" --out "$RUNS/tok1" --steps 2500 --threads 1
+# 1-2: a plain flow model (flow matching + shortcut self-consistency), then a fine-tune at a lower rate
+"$VPROD" train "${W[@]}" --out "$RUNS/world1" --steps 2521 --threads 2 --no-residual --guide 0 --rollout 0
+"$VPROD" train "${W[@]}" --out "$RUNS/world2" --steps 639 --lr 5e-4 --threads 2 --no-residual --guide 0 --rollout 0 \
+  --init "$RUNS/world1/world.safetensors"
+# 3: turned residual (the change from the previous frame, which is also an input), self-rollouts after 30 %
+"$VPROD" train "${W[@]}" --out "$RUNS/world3" --steps 266 --lr 5e-4 --threads 2 --guide 0 --rollout 0.25 \
+  --init "$RUNS/world2/world.safetensors"
+# 4: + distilled guidance (20 % of windows learn the model's own classifier-free-guided velocity), longer
+"$VPROD" train "${W[@]}" --out "$RUNS/world4" --steps 3131 --lr 5e-4 --threads 1 --rollout 0.3 \
+  --init "$RUNS/world3/world.safetensors"
