@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import presets as presets_mod
+from .control.tempo import Tempo
 from .engine import ControlBus, Engine, ElementConfig
 from .engine.pipeline import Pipeline
 from .plugins import PluginError, PluginRegistry
-from .presets import Preset, PresetInvalid, PresetWatcher
 from .memory import keep_freed_memory
+from .presets import Preset, PresetInvalid, PresetWatcher
 from .threads import configure_threads
 
 log = logging.getLogger("vprod.daemon")
@@ -65,8 +66,6 @@ class Daemon:
         self.preset_errors = 0
         self.running = False  # True once the frame loop may see the stop event; until then a signal raises
         self._switch_lock = threading.Lock()
-        from .control.tempo import Tempo
-
         self.tempo = Tempo()  # BPM and beat phase: MIDI clock, audio or preset → modulators
 
     # --- presets ---
