@@ -84,6 +84,14 @@ def resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, env: 
     return int(state["step"]), float(state["elapsed"])
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, model: torch.nn.Module) -> None:
+    """Backward, gradient norm clipped to 1, one optimizer step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -206,10 +214,7 @@ def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcf
         loss = loss_rec
         if recon_noisy is not None:
             loss = loss + 0.5 * (F.mse_loss(recon_noisy.float(), x) + 0.5 * F.l1_loss(recon_noisy.float(), x))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model)
         step += 1
         bar.update(1)
         row = {"step": step, "loss": env.mean(float(loss.item())), "loss_rec": env.mean(float(loss_rec.item())),
@@ -553,10 +558,7 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
         with autocast:
             loss, parts = world_loss(model, net, z, cond, tcfg, gen,
                                      tcfg.rollout_frac if frac >= tcfg.rollout_start else 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model)
         step += 1
         bar.update(1)
         row = {"step": step, "loss": env.mean(float(loss.item())), "lr": opt.param_groups[0]["lr"],
