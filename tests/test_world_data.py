@@ -24,7 +24,7 @@ def render_module():
 def _check_events_match_vectors(controls: np.ndarray, family: np.ndarray, events: np.ndarray) -> None:
     """Jump rows are exactly the frames where a knob leaps; switch rows exactly where the family changes."""
     step = np.abs(np.diff(controls, axis=0)).max(1)
-    leaps = set((np.flatnonzero(step > 0.1) + 1).tolist())
+    leaps = set((np.flatnonzero(step > 0.19) + 1).tolist())  # glides move < 0.19 per frame, jumps >= MIN_JUMP
     assert leaps == set(events[events[:, 1] == data.JUMP, 0].tolist())
     assert min((step[t - 1] for t in leaps), default=1.0) >= data.MIN_JUMP - 1e-6
     switches = set((np.flatnonzero(np.diff(family) != 0) + 1).tolist())
@@ -81,6 +81,24 @@ def test_schedules_have_glides_jumps_and_switches_that_match_the_vectors():
         again = data.make_schedule(seed, 96, 4, first_family=seed % 4)
         assert np.array_equal(again.controls, s.controls) and np.array_equal(again.events, s.events)
     assert kinds.min() >= 5, kinds  # glides, jumps and family switches all occur
+
+
+def test_the_knobs_schedule_changes_the_controls_far_more_often():
+    """--schedule knobs: the same kinds of segment, dense in control changes (clips that teach control following)."""
+    changed = {"show": 0, "knobs": 0}
+    kinds = np.zeros(3, int)
+    for seed in range(40):
+        for style in changed:
+            s = data.make_schedule(seed, 64, 6, first_family=1, style=style)
+            assert s.controls.min() >= 0 and s.controls.max() <= 1 and s.family[0] == 1
+            _check_events_match_vectors(s.controls, s.family, s.events)
+            changed[style] += int((np.abs(np.diff(s.controls, axis=0)).max(1) > 0.01).sum())
+            if style == "knobs":
+                kinds += np.bincount(s.events[:, 1], minlength=3)
+                again = data.make_schedule(seed, 64, 6, first_family=1, style=style)
+                assert np.array_equal(again.controls, s.controls)
+    assert changed["knobs"] >= 4 * changed["show"], changed
+    assert kinds[data.JUMP] >= 40 and kinds[data.GLIDE] >= 40 and kinds[data.SWITCH] >= 2, kinds
 
 
 def test_render_dataset_writes_meta_and_clips_covering_all_families(tmp_path, render_module):

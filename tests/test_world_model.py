@@ -181,6 +181,16 @@ def tiny_dataset(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_knobs_dataset(tmp_path_factory):
+    from vprod.world.data import render_dataset
+
+    out = tmp_path_factory.mktemp("data") / "knobs"
+    render_dataset(out, clips=4, frames_per_clip=8, width=64, height=48, seed=4, workers=1, progress=False,
+                   schedule="knobs")
+    return out
+
+
 def _run(cmd, cwd, timeout=240):
     env = {**os.environ, "VPROD_THREADS": "1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
@@ -190,20 +200,23 @@ def _run(cmd, cwd, timeout=240):
 
 
 @pytest.mark.integration
-def test_training_runs_resumes_and_ships_weights(tiny_dataset, tmp_path):
+def test_training_runs_resumes_and_ships_weights(tiny_dataset, tiny_knobs_dataset, tmp_path):
     tok_cmd = [sys.executable, "-m", "vprod", "train", "tokenizer", "--data", str(tiny_dataset), "--out",
                str(tmp_path / "tok"), "--steps", "4", "--batch", "2", "--quiet"]
     _run(tok_cmd, tmp_path)
     tok = tmp_path / "tok" / "tokenizer.safetensors"
     assert read_metadata(tok)["trained"]["steps"] == 4
-    world = [sys.executable, "-m", "vprod", "train", "world", "--data", str(tiny_dataset), "--out",
+    data = f"{tiny_dataset},{tiny_knobs_dataset}"  # two datasets trained on together
+    world = [sys.executable, "-m", "vprod", "train", "world", "--data", data, "--out",
              str(tmp_path / "world"), "--tokenizer", str(tok), "--batch", "2", "--tiny", "--quiet"]
     _run(world + ["--steps", "3"], tmp_path)
     _run(world + ["--steps", "5"], tmp_path)  # resumes from the checkpoint at step 3
     rows = [json.loads(x) for x in (tmp_path / "world" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert (tmp_path / "world" / "loss.png").stat().st_size > 1000
-    assert read_metadata(tmp_path / "world" / "world.safetensors")["trained"]["steps"] == 5
+    trained = read_metadata(tmp_path / "world" / "world.safetensors")["trained"]
+    assert trained["steps"] == 5 and trained["clips"] == 10 and trained["data"] == data
+    assert (tmp_path / "world" / "latents-2" / "latents.npy").exists()
 
 
 @pytest.mark.integration
@@ -243,3 +256,71 @@ def test_a_residual_model_that_predicts_no_change_copies_the_last_frame():
     before = wm.last_latent.clone()
     z = wm.next_latent(NEUTRAL)
     assert torch.allclose(z, before)
+
+
+def test_a_latent_set_runs_over_several_datasets_and_holds_out_from_each(tmp_path):
+    from vprod.world.train import LatentSet
+
+    parts = []
+    for i, clips in enumerate((5, 3)):
+        p = tmp_path / f"lat{i}"
+        p.mkdir()
+        z = np.full((clips, 4, 2, 3, 3), i, np.float16) + np.arange(clips, dtype=np.float16)[:, None, None, None, None]
+        np.save(p / "latents.npy", z)
+        np.save(p / "controls.npy", np.zeros((clips, 4, 8), np.float32))
+        np.save(p / "family.npy", np.zeros((clips, 4), np.int16))
+        np.save(p / "caption_id.npy", np.full((clips, 4), i, np.int32))
+        np.save(p / "text.npy", np.full((2, 384), i, np.float32))
+        parts.append(p)
+    ls = LatentSet(parts)
+    assert len(ls) == 8 and ls.shape == (8, 4, 2, 3, 3)
+    assert float(ls.latents(6, 1, 3)[0, 0, 0, 0]) == 1 + 1  # clip 1 of the second part
+    assert ls.text[ls.caption_id[6, 0]][0] == 1  # caption ids point into that part's own texts
+    train, held = ls.split(0.2)
+    assert held == [4, 7] and sorted(train + held) == list(range(8))
+    np.save(parts[1] / "latents.npy", np.zeros((3, 5, 2, 3, 3), np.float16))
+    with pytest.raises(ValueError, match="clip length"):
+        LatentSet(parts)
+
+
+def test_soft_conditions_match_the_hard_ones_at_their_ends():
+    """A one-hot family blend equals the family id; a 0/1 float drop equals the boolean drop."""
+    m = tiny_dynamics()
+    c = conds(2)
+    c["family"] = torch.tensor([1, 3])
+    c["drop"][1, 2] = True
+    z, tau, d = torch.randn(2, 8, 18, 32), torch.rand(2), torch.zeros(2)
+    soft = dict(c, family_w=torch.nn.functional.one_hot(c["family"], 7).float(), drop=c["drop"].float())
+    with torch.no_grad():
+        assert torch.allclose(m.frame_tokens(z, tau, d, c), m.frame_tokens(z, tau, d, soft), atol=1e-6)
+        half = dict(soft, family_w=torch.tensor([[0.5, 0.5, 0, 0, 0, 0, 0]] * 2))
+        tok = m.frame_tokens(z, tau, d, half)[:, 3]
+        ends = [m.frame_tokens(z, tau, d, dict(c, family=torch.tensor([f, f])))[:, 3] for f in (0, 1)]
+    assert torch.allclose(tok, (ends[0] + ends[1]) / 2, atol=1e-5)  # the family token halfway between
+
+
+def test_a_family_or_prompt_change_blends_over_the_transition_frames():
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    wm = WorldModel(tok, tiny_dynamics(**VARIANTS["residual+guidance"]), steps=1, dtype=torch.float32,
+                    families=("terrain", "city", "tunnel", "plasma", "starfield", "ocean"))
+    wm.transition_frames = 4
+    wm.reset(1, NEUTRAL, "terrain")
+    wm.step(NEUTRAL)
+    assert "family_w" not in wm._cond(NEUTRAL)  # no change: the exact (hard) path
+    wm.set_family("city")
+    weights = []
+    for _ in range(5):
+        weights.append(wm._cond(NEUTRAL)["family_w"][0, :2].tolist() if wm._blended() else None)
+        wm.step(NEUTRAL)
+    assert weights[0] == [1.0, 0.0]  # nothing moved before the first new frame
+    assert [w[1] for w in weights[1:4]] == sorted(w[1] for w in weights[1:4]) and 0 < weights[2][1] < 1
+    assert weights[4] is None and int(wm._cond(NEUTRAL)["family"]) == 1  # done: city, exactly
+    wm.text = np.ones(384, np.float32)  # a prompt appears (set_prompt without loading the sentence model)
+    wm._begin_blend()
+    wm.text = None
+    wm.step(NEUTRAL)
+    drop = wm._cond(NEUTRAL)["drop"]
+    assert drop.dtype == torch.float32 and 0 < float(drop[0, 2]) < 1  # the prompt fades out
+    wm.transition_frames = 0
+    wm.set_family("ocean")
+    assert int(wm._cond(NEUTRAL)["family"]) == 5 and "family_w" not in wm._cond(NEUTRAL)

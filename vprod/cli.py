@@ -325,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")
     p.add_argument("what", choices=["tokenizer", "world"])
-    p.add_argument("--data", required=True, help="dataset folder (vprod data render / footage)")
+    p.add_argument("--data", required=True,
+                   help="dataset folder (vprod data render / footage); world: several, comma-separated, are "
+                        "trained on together")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss plot, weights")
     p.add_argument("--tokenizer", help="world: the tokenizer weights (.safetensors)")
     p.add_argument("--steps", type=int, help="optimizer steps")

@@ -2,8 +2,9 @@
 
 A two-stage pipeline: the model thread samples each next latent and commits it to the context (one core); the
 decode thread turns the newest latent into a picture (the other core); `process()` only takes the newest picture
-and upscales it, so the frame loop never waits for the model. A prompt or family change is a new condition token: the running world turns towards it with
-no cut. `reset` restarts from the renderer's opening frame of the current family.
+and upscales it, so the frame loop never waits for the model. A prompt or family change is a new condition token,
+blended in over `transition` seconds: the running world turns towards it with no cut. `reset` restarts from the
+renderer's opening frame of the current family.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class WorldModelSource(Source):
         "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength (distilled into the shipped weights: one "
                                                   "pass per step at any strength)"),
         "variety": FloatParam(0.75, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
+        "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -109,6 +111,7 @@ class WorldModelSource(Source):
                     if self._credit <= 0 and not self._demand.wait_for(lambda: self._credit > 0, 0.2):
                         continue
                     self._credit -= 1
+                w.transition_frames = int(round(float(self.p.transition) * self.config.fps))
                 if self.p.prompt != self._prompt:
                     self._prompt = self.p.prompt
                     w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)

@@ -52,6 +52,10 @@ sequence of segments until the clip is full:
 * jump   - 1-3 knobs change instantly by at least 0.2 (a cut), then a hold;
 * switch - the renderer's family changes (``Renderer.set_family``: time and camera carry on), then a hold.
 
+That is the "show" schedule (the default). The "knobs" schedule (``--schedule knobs``, SCHEDULES) has the same
+segments, shorter and denser in changes: holds 4-15 frames, glides 8-30 frames, jumps of 1-4 knobs in 45 % of
+segments, switches in 5 %, knobs starting anywhere within NEUTRAL +- 0.5.
+
 (chosen with probabilities SEGMENT_P = hold .25, glide .35, jump .22, switch .18; over 1500 clips of 64 frames:
 0.77 glides, 0.25 jumps and 0.22 switches per clip, each family 16-17 % of the frames.)
 
@@ -135,6 +139,29 @@ HOLD_S = (0.25, 1.5)
 GLIDE_S = (1.0, 4.0)
 MIN_JUMP = 0.2  # a jump moves each chosen knob at least this far; a glide moves < 0.05 per frame
 SEGMENT_P = {"hold": 0.25, "glide": 0.35, "jump": 0.22, "switch": 0.18}
+
+
+@dataclass(frozen=True)
+class ScheduleShape:
+    """How a clip's controls move: segment probabilities, hold and glide lengths (s), knobs per change, start."""
+
+    segment_p: dict
+    hold_s: tuple[float, float]
+    glide_s: tuple[float, float]
+    knobs_p: tuple[float, ...]  # P(1, 2, 3, … knobs change) in a glide or a jump
+    start_spread: float  # knobs start within NEUTRAL +- this
+
+
+#: "show" plays like a live show (long holds and glides: the controls change in ~5 % of frames, so a model can read
+#: most of the picture's look from the frames before). "knobs" is dense in control changes (a jump or a fast glide
+#: every ~0.4 s, knobs anywhere in 0..1): clips in which the controls carry what the past frames do not — measured
+#: need: a world model trained on "show" clips alone changed its picture by < 1.2 grey levels when a knob moved
+#: from 0.5 to 0.95, where the renderer changed by 7-51.
+SCHEDULES = {
+    "show": ScheduleShape(SEGMENT_P, HOLD_S, GLIDE_S, (0.5, 0.35, 0.15), START_SPREAD),
+    "knobs": ScheduleShape({"hold": 0.15, "glide": 0.35, "jump": 0.45, "switch": 0.05}, (0.13, 0.5), (0.27, 1.0),
+                           (0.4, 0.3, 0.2, 0.1), 0.5),
+}
 
 # footage: scale factors from image motion to controls (see the module docstring)
 YAW_PER_PAN = 18.0
@@ -327,17 +354,19 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
 
 
 def make_schedule(seed: int, frames: int, num_families: int, first_family: int | None = None,
-                  fps: int = FPS) -> Schedule:
-    """A live-show control schedule for one clip of `frames` frames (see the module docstring)."""
+                  fps: int = FPS, style: str = "show") -> Schedule:
+    """A control schedule for one clip of `frames` frames in the given style (SCHEDULES; module docstring)."""
+    shape = SCHEDULES[style]
     rng = np.random.default_rng(seed)
     fam = int(rng.integers(num_families)) if first_family is None else int(first_family)
-    c = np.clip(NEUTRAL + rng.uniform(-START_SPREAD, START_SPREAD, NUM_CONTROLS), 0.0, 1.0)
+    c = np.clip(NEUTRAL + rng.uniform(-shape.start_spread, shape.start_spread, NUM_CONTROLS), 0.0, 1.0)
     controls = np.empty((frames, NUM_CONTROLS), np.float64)
     family = np.empty(frames, np.int16)
     events: list[tuple[int, int]] = []
-    kinds, probs = list(SEGMENT_P), np.array(list(SEGMENT_P.values()))
-    hold_n = (max(1, round(HOLD_S[0] * fps)), max(1, round(HOLD_S[1] * fps)))
-    glide_n = (max(2, round(GLIDE_S[0] * fps)), max(2, round(GLIDE_S[1] * fps)))
+    kinds, probs = list(shape.segment_p), np.array(list(shape.segment_p.values()))
+    n_knobs = np.arange(1, len(shape.knobs_p) + 1)
+    hold_n = (max(1, round(shape.hold_s[0] * fps)), max(1, round(shape.hold_s[1] * fps)))
+    glide_n = (max(2, round(shape.glide_s[0] * fps)), max(2, round(shape.glide_s[1] * fps)))
     t = 0
     while t < frames:
         kind = kinds[rng.choice(len(kinds), p=probs)]
@@ -347,7 +376,7 @@ def make_schedule(seed: int, frames: int, num_families: int, first_family: int |
             kind = "jump"
         if kind == "glide":
             n = int(rng.integers(glide_n[0], glide_n[1] + 1))
-            knobs = rng.choice(NUM_CONTROLS, size=int(rng.choice([1, 2, 3], p=[0.5, 0.35, 0.15])), replace=False)
+            knobs = rng.choice(NUM_CONTROLS, size=int(rng.choice(n_knobs, p=shape.knobs_p)), replace=False)
             target = c.copy()
             for k in knobs:
                 target[k] = (np.clip(NEUTRAL[k] + rng.normal(0, 0.05), 0, 1) if rng.random() < 0.25
@@ -363,7 +392,8 @@ def make_schedule(seed: int, frames: int, num_families: int, first_family: int |
             t += m
             continue
         if kind == "jump":
-            for k in rng.choice(NUM_CONTROLS, size=int(rng.integers(1, 4)), replace=False):
+            size = int(rng.integers(1, 4)) if style == "show" else int(rng.choice(n_knobs, p=shape.knobs_p))
+            for k in rng.choice(NUM_CONTROLS, size=size, replace=False):
                 room = [d for d, r in ((1.0, 1.0 - c[k]), (-1.0, c[k])) if r >= MIN_JUMP]
                 d = room[int(rng.integers(len(room)))]
                 c[k] += d * rng.uniform(MIN_JUMP, 1.0 - c[k] if d > 0 else c[k])
@@ -397,9 +427,10 @@ def _caption_fn(module, renderer):
     return fn
 
 
-def render_clip(renderer, module, families: Sequence[str], seed: int, frames: int, first_family: int) -> dict:
+def render_clip(renderer, module, families: Sequence[str], seed: int, frames: int, first_family: int,
+                style: str = "show") -> dict:
     """Render one clip with an existing Renderer: the dict of write_clip's arguments (without root/idx)."""
-    s = make_schedule(seed, frames, len(families), first_family)
+    s = make_schedule(seed, frames, len(families), first_family, style=style)
     caption = _caption_fn(module, renderer)
     renderer.reset(seed, families[int(s.family[0])], s.controls[0])
     out = None
@@ -431,8 +462,9 @@ def _worker_init(width: int, height: int, one_thread: bool = False) -> None:
 
 
 def _worker_clip(task: tuple) -> tuple[int, int, list[int]]:
-    out, idx, seed, frames, first_family, compress = task
-    clip = render_clip(_WORKER["renderer"], _WORKER["module"], _WORKER["families"], seed, frames, first_family)
+    out, idx, seed, frames, first_family, compress, style = task
+    clip = render_clip(_WORKER["renderer"], _WORKER["module"], _WORKER["families"], seed, frames, first_family,
+                       style)
     write_clip(out, idx, compress=compress, **clip)
     return idx, frames, np.bincount(clip["events"][:, 1], minlength=3).tolist()
 
@@ -487,7 +519,8 @@ def auto_workers(clips: int) -> int:
 
 def render_dataset(out: str | os.PathLike, clips: int, frames_per_clip: int = 64, width: int = 256,
                    height: int = 144, seed: int = 0, workers: int | None = None, progress: bool = True,
-                   overwrite: bool = False, compress: bool = True, command: str | None = None) -> dict[str, Any]:
+                   overwrite: bool = False, compress: bool = True, command: str | None = None,
+                   schedule: str = "show") -> dict[str, Any]:
     """Render `clips` clips of `frames_per_clip` frames into the dataset folder `out`; returns a summary dict.
 
     `workers` processes render in parallel (spawn start method); None picks one per idle core (auto_workers:
@@ -499,20 +532,22 @@ def render_dataset(out: str | os.PathLike, clips: int, frames_per_clip: int = 64
     """
     if clips < 0 or frames_per_clip < 1:
         raise ValueError("clips must be >= 0 and frames_per_clip >= 1")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r} (one of {', '.join(SCHEDULES)})")
     workers = auto_workers(clips) if workers is None else max(1, min(int(workers), max(1, clips)))
     out = Path(out)
     _prepare_out(out, overwrite)
     module = _load_renderer_module()
     families = tuple(module.FAMILIES)
     args = {"clips": clips, "frames_per_clip": frames_per_clip, "width": width, "height": height, "seed": seed,
-            "workers": workers, "compress": compress}
+            "workers": workers, "compress": compress, "schedule": schedule}
     meta = {"version": FORMAT_VERSION, "width": width, "height": height, "fps": FPS,
             "control_names": list(CONTROL_NAMES), "families": list(families), "clips": 0, "frames": 0,
             "source": "renderer", "command": command or f"render_dataset({out!s})", "args": args,
             "complete": False}
     _write_meta(out, meta)
-    tasks = [(str(out), i, clip_seed(seed, i), frames_per_clip, start_family(seed, i, len(families)), compress)
-             for i in range(clips)]
+    tasks = [(str(out), i, clip_seed(seed, i), frames_per_clip, start_family(seed, i, len(families)), compress,
+              schedule) for i in range(clips)]
     from tqdm import tqdm
 
     counts = np.zeros(3, np.int64)
@@ -870,6 +905,7 @@ def _command_line(args) -> str:
     if args.data_command == "render":
         words += ["--seed", str(args.seed)] + (["--workers", str(args.workers)] if args.workers else [])
         words += ["--no-compress"] if args.no_compress else []
+        words += ["--schedule", args.schedule] if args.schedule != "show" else []
     return shlex.join(words)
 
 
@@ -878,7 +914,8 @@ def cmd_render(args) -> int:
     try:
         summary = render_dataset(args.out, args.clips, frames_per_clip=args.frames, width=w, height=h,
                                  seed=args.seed, workers=args.workers, progress=not args.quiet,
-                                 overwrite=args.overwrite, compress=not args.no_compress, command=_command_line(args))
+                                 overwrite=args.overwrite, compress=not args.no_compress, command=_command_line(args),
+                                 schedule=args.schedule)
     except (FileExistsError, ValueError) as e:
         print(f"vprod: {e}", file=sys.stderr)
         return 2
@@ -910,6 +947,9 @@ def add_commands(subparsers) -> None:
     r.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
     r.add_argument("--size", type=size_arg, default=(256, 144), help="WIDTHxHEIGHT (default 256x144)")
     r.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    r.add_argument("--schedule", choices=sorted(SCHEDULES), default="show",
+                   help="how the controls move: show (live-show holds and glides, default) or knobs (a jump or a "
+                        "fast glide every ~0.4 s: clips that teach a model to follow its controls)")
     r.add_argument("--workers", type=int, default=None,
                    help="render processes (default: one per idle core; 2 on an idle 2-core machine)")
     r.add_argument("--no-compress", action="store_true",

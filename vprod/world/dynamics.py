@@ -180,7 +180,8 @@ class Dynamics(nn.Module):
 
         z: (B, C, H, W) latent at flow time `tau` (1 = clean); d: shortcut step size (0 = plain flow matching);
         cond: {"control": (B, n_controls), "audio": (B, audio_dim), "text": (B, text_dim), "family": (B,) long,
-               "drop": (B, 4) bool — True where that group is absent,
+               "drop": (B, 4) bool — True where that group is absent (or float 0..1: a blend towards absent),
+               "family_w": optional (B, families + 1) weights that blend family embeddings (replaces "family"),
                "prev": (B, C, H, W) the previous frame's latent — residual models, noisy frames only,
                "guidance": (B,) guidance scale — models with guidance_in, noisy frames only (default 1)}.
         """
@@ -188,11 +189,16 @@ class Dynamics(nn.Module):
         x = self.patch_in(self.patchify(z)) + self.pos + self.type_emb[-1]
         if noisy and self.cfg.residual:
             x = x + self.prev_in(self.patchify(cond["prev"]))
+        fam_w = cond.get("family_w")  # soft family (B, families + 1): a blend of embeddings during a switch
+        fam = self.family_emb(cond["family"]) if fam_w is None else fam_w.to(self.family_emb.weight.dtype) @ \
+            self.family_emb.weight
         conds = torch.stack([self.control_in(cond["control"]), self.audio_in(cond["audio"]),
-                             self.text_in(cond["text"]), self.family_emb(cond["family"])], dim=1)
+                             self.text_in(cond["text"]), fam], dim=1)
         drop = cond.get("drop")
-        if drop is not None:
+        if drop is not None and drop.dtype == torch.bool:
             conds = torch.where(drop[..., None], self.null.expand(b, -1, -1).to(conds.dtype), conds)
+        elif drop is not None:  # 0..1: how absent each group is (a prompt fading in or out)
+            conds = conds + drop[..., None].to(conds.dtype) * (self.null.to(conds.dtype) - conds)
         conds = conds + self.type_emb[:-1]
         t = self.time_in(torch.cat([timestep_embedding(tau, 64), timestep_embedding(d, 64)], dim=-1))
         if noisy and self.cfg.guidance_in:

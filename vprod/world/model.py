@@ -92,6 +92,10 @@ class WorldModel:
         self.ctx_noise = 0.1
         # The 8-float audio token (vprod.control.audio's audio_vec) or None: audio absent, as in training so far.
         self.audio: np.ndarray | None = None
+        # A prompt or family change blends the condition tokens from what they were to the new ones over this many
+        # frames (smoothstep), so the world turns rather than cuts (0: at once).
+        self.transition_frames = 12
+        self._blend: tuple[dict, int] | None = None  # (condition state the blend starts from, frame it started)
 
     @property
     def steps(self) -> int:
@@ -104,6 +108,39 @@ class WorldModel:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
+    def _target(self) -> dict:
+        """The prompt and family conditions as plain numbers (what a blend moves between)."""
+        fam_w = np.zeros(len(self.families) + 1, np.float32)
+        fam_w[self.families.index(self.family) if self.family in self.families else len(self.families)] = 1.0
+        text = np.zeros(384, np.float32) if self.text is None else np.asarray(self.text, np.float32)
+        return {"family_w": fam_w, "family_off": float(self.family is None), "text": text,
+                "text_off": float(self.text is None)}
+
+    def _blended(self) -> dict | None:
+        """The conditions part-way through a prompt/family blend, or None when none is under way."""
+        if self._blend is None:
+            return None
+        start, t0 = self._blend
+        x = (self.t - t0) / max(1, self.transition_frames)
+        if x >= 1.0:
+            self._blend = None
+            return None
+        s = x * x * (3 - 2 * x)
+        end = self._target()
+        out = {k: (1 - s) * start[k] + s * end[k] for k in end}
+        # an absent prompt has no vector of its own: while it fades in (or out) the present one is used
+        if start["text_off"] == 1.0:
+            out["text"] = end["text"]
+        elif end["text_off"] == 1.0:
+            out["text"] = start["text"]
+        return out
+
+    def _begin_blend(self) -> None:
+        """Called before the prompt or family changes: blend from the conditions in effect now."""
+        if self.cache is None or self.transition_frames <= 0:
+            return
+        self._blend = (self._blended() or self._target(), self.t)
+
     def _cond(self, controls) -> dict:
         c = np.clip(np.nan_to_num(np.asarray(controls, np.float32), nan=0.5), 0, 1).reshape(1, NUM_CONTROLS)
         fam = self.families.index(self.family) if self.family in self.families else len(self.families)
@@ -112,9 +149,16 @@ class WorldModel:
         drop = torch.tensor([[False, audio is None, self.text is None, self.family is None]], device=self.device)
         a = torch.zeros(1, 8) if audio is None else torch.from_numpy(
             np.clip(np.nan_to_num(np.asarray(audio, np.float32), nan=0.0), 0, 1).reshape(1, 8))
-        return {"control": torch.from_numpy(c).to(self.device), "audio": a.to(self.device),
+        cond = {"control": torch.from_numpy(c).to(self.device), "audio": a.to(self.device),
                 "text": torch.from_numpy(np.asarray(text, np.float32)[None]).to(self.device),
                 "family": torch.tensor([fam], device=self.device), "drop": drop}
+        mix = self._blended()
+        if mix is not None:
+            cond["text"] = torch.from_numpy(mix["text"][None].astype(np.float32)).to(self.device)
+            cond["family_w"] = torch.from_numpy(mix["family_w"][None].astype(np.float32)).to(self.device)
+            cond["drop"] = torch.tensor([[0.0, float(audio is None), mix["text_off"], mix["family_off"]]],
+                                        device=self.device)
+        return cond
 
     def encode(self, frame: np.ndarray) -> torch.Tensor:
         with torch.no_grad(), self._autocast():
@@ -137,6 +181,7 @@ class WorldModel:
             first_frame = RendererWorld(w, h).reset(seed, controls, self.family)
         self.cache = self.dyn.new_cache()
         self.t = 0
+        self._blend = None
         self.last_cond = self._cond(controls)
         z = self.encode(first_frame)
         with torch.no_grad(), self._autocast():
@@ -197,7 +242,12 @@ class WorldModel:
     def set_prompt(self, text: str | None) -> None:
         from .text import embed_one
 
-        self.text = embed_one(text) if text else None
+        new = embed_one(text) if text else None
+        if (new is None) != (self.text is None) or (new is not None and not np.array_equal(new, self.text)):
+            self._begin_blend()
+        self.text = new
 
     def set_family(self, family: str | None) -> None:
+        if family != self.family:
+            self._begin_blend()
         self.family = family

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -170,6 +171,27 @@ def load_frame_pool(data: str, clips: list[int], n: int, seed: int) -> np.ndarra
     return pool
 
 
+def log_step(env: Dist, outp: Path, row: dict, checkpoint: bool, model, opt, step: int, t0: float) -> None:
+    """Append a step's row to log.jsonl; on `checkpoint` steps save the resumable state (main process only)."""
+    if not env.main:
+        return
+    with (outp / "log.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    if checkpoint:
+        save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
+                   elapsed=time.monotonic() - t0)
+
+
+def finish_run(outp: Path, model, kind: str, config_json: str, trained: dict, curves: list[str]) -> dict:
+    """Save `<kind>.safetensors` with how it was trained, plot the loss curves, write result.json."""
+    weights = outp / f"{kind}.safetensors"
+    save_weights(weights, model, kind, config_json, trained)
+    plot_losses(outp / "log.jsonl", outp / "loss.png", curves, "world model" if kind == "world" else kind)
+    result = {"weights": str(weights), **trained}
+    (outp / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
 def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcfg: TokenizerConfig | None = None,
                     device: str = "auto", progress: bool = True, command: str = "") -> dict:
     tcfg = tcfg or TokenizerTrain()
@@ -190,7 +212,6 @@ def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcf
     step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
     rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
-    log_path = outp / "log.jsonl"
     bar = tqdm(total=tcfg.steps, initial=step, desc="tokenizer", disable=not (progress and env.main),
                file=sys.stderr, dynamic_ncols=True)
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=tcfg.bf16)
@@ -222,12 +243,7 @@ def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcf
         if step % tcfg.eval_every == 0 or step == tcfg.steps:
             row["eval_psnr"] = evaluate_tokenizer(model, evalset, env.device)
             bar.set_postfix(psnr=f"{row['eval_psnr']:.2f}")
-        if env.main:
-            with log_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            if step % tcfg.eval_every == 0 or step == tcfg.steps:
-                save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
-                           elapsed=time.monotonic() - t0)
+        log_step(env, outp, row, step % tcfg.eval_every == 0 or step == tcfg.steps, model, opt, step, t0)
     bar.close()
     elapsed = time.monotonic() - t0
     result = {}
@@ -243,10 +259,7 @@ def train_tokenizer(data: str, out: str, tcfg: TokenizerTrain | None = None, mcf
         trained = {"data": str(data), "clips": len(ds), "held_out_clips": len(held), "steps": step,
                    "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
                    "train": asdict(tcfg), "heldout_psnr_db": round(ps, 2), "command": command}
-        save_weights(outp / "tokenizer.safetensors", model, "tokenizer", model.cfg.to_json(), trained)
-        plot_losses(log_path, outp / "loss.png", ["loss", "eval_psnr"], "tokenizer")
-        result = {"weights": str(outp / "tokenizer.safetensors"), **trained}
-        (outp / "result.json").write_text(json.dumps(result, indent=2))
+        result = finish_run(outp, model, "tokenizer", model.cfg.to_json(), trained, ["loss", "eval_psnr"])
     env.barrier()
     env.close()
     return result
@@ -304,17 +317,39 @@ def d_input(d: torch.Tensor) -> torch.Tensor:
 
 
 class LatentSet:
-    """A dataset encoded by the tokenizer once: latents (fp16), controls, families, caption embeddings."""
+    """Datasets encoded by the tokenizer once, end to end: latents (fp16, memory-mapped), controls, families, caption
+    embeddings. Clip indices run over the parts in order."""
 
-    def __init__(self, path: Path):
-        self.z = np.load(path / "latents.npy", mmap_mode="r")  # (clips, T, C, h, w) float16
-        self.controls = np.load(path / "controls.npy")  # (clips, T, n) float32
-        self.family = np.load(path / "family.npy")  # (clips, T) int16
-        self.caption_id = np.load(path / "caption_id.npy")  # (clips, T) int32
-        self.text = np.load(path / "text.npy")  # (U, 384) float32
+    def __init__(self, paths: Path | str | Sequence[Path | str]):
+        paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+        self._z = [np.load(p / "latents.npy", mmap_mode="r") for p in paths]  # (clips, T, C, h, w) float16 each
+        if len({z.shape[1:] for z in self._z}) > 1:
+            shapes = ", ".join(f"{p}: {z.shape[1:]}" for p, z in zip(paths, self._z))
+            raise ValueError(f"the datasets differ in clip length or latent shape ({shapes})")
+        self._start = np.cumsum([0] + [len(z) for z in self._z])
+        self.shape = (int(self._start[-1]),) + tuple(self._z[0].shape[1:])
+        self.controls = np.concatenate([np.load(p / "controls.npy") for p in paths])  # (clips, T, n) float32
+        self.family = np.concatenate([np.load(p / "family.npy") for p in paths])  # (clips, T) int16
+        texts = [np.load(p / "text.npy") for p in paths]  # (U, 384) float32 each
+        offsets = np.cumsum([0] + [len(t) for t in texts])
+        self.caption_id = np.concatenate([np.load(p / "caption_id.npy") + o for p, o in zip(paths, offsets)])
+        self.text = np.concatenate(texts)
 
     def __len__(self) -> int:
-        return len(self.z)
+        return self.shape[0]
+
+    def latents(self, clip: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        part = int(np.searchsorted(self._start, clip, side="right")) - 1
+        return self._z[part][clip - self._start[part], start:stop]
+
+    def split(self, holdout: float) -> tuple[list[int], list[int]]:
+        """Training and held-out clips: the last `holdout` share of every part is held out."""
+        train, held = [], []
+        for a, b in zip(self._start[:-1], self._start[1:]):
+            t, h = split_clips(int(b - a), holdout)
+            train += [int(a) + i for i in t]
+            held += [int(a) + i for i in h]
+        return train, held
 
 
 def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: bool = True,
@@ -366,9 +401,9 @@ def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: 
 def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, device, drop_p: float,
                n_families: int):
     ci = rng.choice(clips, batch)
-    T = ls.z.shape[1]
+    T = ls.shape[1]
     st = rng.integers(0, T - window + 1, batch)
-    z = torch.from_numpy(np.stack([ls.z[c, s:s + window] for c, s in zip(ci, st)]).astype(np.float32)).to(device)
+    z = torch.from_numpy(np.stack([ls.latents(c, s, s + window) for c, s in zip(ci, st)]).astype(np.float32)).to(device)
     ctrl = torch.from_numpy(np.stack([ls.controls[c, s:s + window] for c, s in zip(ci, st)])).to(device)
     fam = np.stack([ls.family[c, s:s + window] for c, s in zip(ci, st)]).astype(np.int64)
     fam[fam < 0] = n_families  # footage: 'unknown'
@@ -490,11 +525,17 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
 
 def delta_std(ls: "LatentSet", clips: list[int], n: int = 64) -> float:
     """Std of frame-to-frame latent changes over up to `n` clips (the residual model's scale)."""
-    z = np.stack([ls.z[c].astype(np.float32) for c in clips[:n]])
+    z = np.stack([ls.latents(c).astype(np.float32) for c in clips[:n]])
     return float(np.diff(z, axis=1).std())
 
 
-def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | None = None,
+def data_dirs(data: str | Sequence[str]) -> list[str]:
+    """Dataset folders from `--data A,B` (or a list): their clips are trained on together."""
+    dirs = [d.strip() for d in data.split(",")] if isinstance(data, str) else [str(d) for d in data]
+    return [d for d in dirs if d]
+
+
+def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg: WorldTrain | None = None,
                 mcfg=None, device: str = "auto", progress: bool = True, command: str = "", tiny: bool = False,
                 init: str | None = None) -> dict:
     from .dynamics import Dynamics, DynamicsConfig
@@ -505,25 +546,32 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or str(WEIGHTS_DIR / "tokenizer.safetensors")
-    if env.main:
-        encode_dataset(data, tokenizer, outp / "latents", env.device, progress, tcfg.max_clips)
-    env.barrier()
-    ls = LatentSet(outp / "latents")
     from .data import ClipDataset
 
-    families = ClipDataset(data).families
+    dirs = data_dirs(data)
+    families = ClipDataset(dirs[0]).families
+    for d in dirs[1:]:
+        if ClipDataset(d).families != families or ClipDataset(d).control_names != ClipDataset(dirs[0]).control_names:
+            raise ValueError(f"{d}: its families or controls differ from {dirs[0]}'s (one model, one vocabulary)")
+    # the first dataset's latents in latents/ (as always), further datasets' in latents-2/, latents-3/, …
+    lat = [outp / ("latents" if i == 0 else f"latents-{i + 1}") for i in range(len(dirs))]
+    if env.main:
+        for d, p in zip(dirs, lat):
+            encode_dataset(d, tokenizer, p, env.device, progress, tcfg.max_clips)
+    env.barrier()
+    ls = LatentSet(lat)
     if mcfg is None and init:
         from .checkpoint import read_metadata
 
         mcfg = DynamicsConfig.from_json(read_metadata(init)["config"])
     if mcfg is None:
-        c, h, w = ls.z.shape[2:]
+        c, h, w = ls.shape[2:]
         mcfg = DynamicsConfig(latent_channels=c, latent_h=h, latent_w=w, families=max(1, len(families)))
         if tiny:
             mcfg.d_model, mcfg.layers, mcfg.heads, mcfg.context = 64, 2, 4, 2
     if tcfg.residual and not mcfg.residual:  # a new residual model, or a plain one turned residual (--init)
         mcfg.residual = True
-        mcfg.delta_scale = round(delta_std(ls, split_clips(len(ls), tcfg.holdout)[0]), 4)
+        mcfg.delta_scale = round(delta_std(ls, ls.split(tcfg.holdout)[0]), 4)
     if tcfg.guide_frac > 0:
         mcfg.guidance_in = True
     torch.manual_seed(tcfg.seed + env.rank)
@@ -537,10 +585,9 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
     net = env.wrap(model)
-    train_clips, held = split_clips(len(ls), tcfg.holdout)
+    train_clips, held = ls.split(tcfg.holdout)
     rng = np.random.default_rng(tcfg.seed * 1000 + env.rank + step)
     gen = torch.Generator(device=env.device).manual_seed(tcfg.seed * 7919 + env.rank + step)
-    log_path = outp / "log.jsonl"
     bar = tqdm(total=tcfg.steps, initial=step, desc="world", disable=not (progress and env.main), file=sys.stderr,
                dynamic_ncols=True)
     autocast = torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=tcfg.bf16)
@@ -571,24 +618,16 @@ def train_world(data: str, out: str, tokenizer: str | None, tcfg: WorldTrain | N
                 el, _ = world_loss(model, model, ez, econd, tcfg, torch.Generator(device=env.device).manual_seed(5))
             row["eval_loss"] = env.mean(float(el.item()))
             bar.set_postfix(loss=f"{row['loss']:.3f}", eval=f"{row['eval_loss']:.3f}")
-        if env.main:
-            with log_path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            if step % tcfg.eval_every == 0 or last:
-                save_state(outp / "checkpoint.pt", model=model.state_dict(), opt=opt.state_dict(), step=step,
-                           elapsed=time.monotonic() - t0)
+        log_step(env, outp, row, step % tcfg.eval_every == 0 or last, model, opt, step, t0)
     bar.close()
     elapsed = time.monotonic() - t0
     result = {}
     if env.main:
-        trained = {"data": str(data), "clips": len(ls), "held_out_clips": len(held), "steps": step,
+        trained = {"data": ",".join(dirs), "clips": len(ls), "held_out_clips": len(held), "steps": step,
                    "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
                    "tokenizer": str(tokenizer), "families": families, "train": asdict(tcfg), "command": command,
                    "init": init or ""}
-        save_weights(outp / "world.safetensors", model, "world", mcfg.to_json(), trained)
-        plot_losses(log_path, outp / "loss.png", ["loss", "eval_loss"], "world model")
-        result = {"weights": str(outp / "world.safetensors"), **trained}
-        (outp / "result.json").write_text(json.dumps(result, indent=2, default=str))
+        result = finish_run(outp, model, "world", mcfg.to_json(), trained, ["loss", "eval_loss"])
     env.barrier()
     env.close()
     return result
