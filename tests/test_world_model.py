@@ -24,15 +24,17 @@ TINY = dict(d_model=32, layers=2, heads=2, context=2, sinks=2)
 def tiny_dynamics(**kw) -> Dynamics:
     torch.manual_seed(0)
     m = Dynamics(DynamicsConfig(**{**TINY, **kw})).eval()
-    for name in ("patch_out", "prev_in", "guide_in"):  # zero-initialised for training; give them a signal to test
+    for name in ("patch_out", "prev_in", "guide_in", "control_all"):  # zero-initialised in training: give a signal
         if hasattr(m, name):
             for p in getattr(m, name).parameters():
                 torch.nn.init.normal_(p, std=0.1)
     return m
 
 
-# the plain model, and the shipped kind: residual flow (previous latent as input) with distilled guidance
-VARIANTS = {"plain": {}, "residual+guidance": {"residual": True, "delta_scale": 0.6, "guidance_in": True}}
+# the plain model, and the shipped kind: residual flow (previous latent as input) with distilled guidance and control
+# features on every token
+VARIANTS = {"plain": {}, "residual+guidance": {"residual": True, "delta_scale": 0.6, "guidance_in": True,
+                                               "control_film": True}}
 
 
 def conds(b: int, t: int | None = None, variant: dict | None = None) -> dict:
@@ -43,6 +45,8 @@ def conds(b: int, t: int | None = None, variant: dict | None = None) -> dict:
         c["prev"] = torch.randn(*lead, 8, 18, 32)
     if variant and variant.get("guidance_in"):
         c["guidance"] = 1.0 + 2.0 * torch.rand(*lead)
+    if variant and variant.get("control_film"):
+        c["prev_control"] = torch.rand(*lead, 8)
     return c
 
 
@@ -324,3 +328,15 @@ def test_a_family_or_prompt_change_blends_over_the_transition_frames():
     wm.transition_frames = 0
     wm.set_family("ocean")
     assert int(wm._cond(NEUTRAL)["family"]) == 5 and "family_w" not in wm._cond(NEUTRAL)
+
+
+def test_control_features_reach_every_token_and_leave_with_a_dropped_control():
+    m = tiny_dynamics(**VARIANTS["residual+guidance"])
+    c = conds(1, None, VARIANTS["residual+guidance"])
+    z, tau, d = torch.randn(1, 8, 18, 32), torch.rand(1), torch.zeros(1)
+    moved = dict(c, prev_control=c["prev_control"] + 0.3)  # the same knobs, reached by a different change
+    with torch.no_grad():
+        a, b = m.frame_tokens(z, tau, d, c), m.frame_tokens(z, tau, d, moved)
+        assert (a - b).abs().amax(dim=-1).min() > 0  # every token of the frame feels the change
+        off = dict(c, drop=torch.tensor([[True, False, False, False]]))
+        assert torch.equal(m.frame_tokens(z, tau, d, off), m.frame_tokens(z, tau, d, dict(moved, drop=off["drop"])))

@@ -54,6 +54,10 @@ class DynamicsConfig:
     # Distilled guidance: the guidance scale is an input (cond["guidance"]), trained on the model's own
     # classifier-free-guided velocities, so one pass per step gives the guided result.
     guidance_in: bool = False
+    # Control FiLM: features of the control vector and of its change since the previous frame are added to every token
+    # of the frame (as the flow time is), not only carried by the control token — measured: a model with the token
+    # alone changed its picture by < 1.2 grey levels when a knob moved where the renderer changed by 7-51.
+    control_film: bool = False
 
     @property
     def tokens_per_frame(self) -> int:
@@ -153,6 +157,10 @@ class Dynamics(nn.Module):
         self.family_emb = nn.Embedding(cfg.families + 1, d)
         self.null = nn.Parameter(torch.zeros(cfg.cond_tokens, d))  # a dropped (absent) modality
         self.time_in = nn.Sequential(nn.Linear(128, d), nn.SiLU(), nn.Linear(d, d))
+        if cfg.control_film:
+            self.control_all = nn.Sequential(nn.Linear(2 * cfg.n_controls, d), nn.SiLU(), nn.Linear(d, d))
+            nn.init.zeros_(self.control_all[2].weight)
+            nn.init.zeros_(self.control_all[2].bias)
         if cfg.guidance_in:
             self.guide_in = nn.Linear(64, d)
             nn.init.zeros_(self.guide_in.weight)
@@ -182,6 +190,7 @@ class Dynamics(nn.Module):
         cond: {"control": (B, n_controls), "audio": (B, audio_dim), "text": (B, text_dim), "family": (B,) long,
                "drop": (B, 4) bool — True where that group is absent (or float 0..1: a blend towards absent),
                "family_w": optional (B, families + 1) weights that blend family embeddings (replaces "family"),
+               "prev_control": (B, n_controls) the previous frame's controls — control_film models (default: same),
                "prev": (B, C, H, W) the previous frame's latent — residual models, noisy frames only,
                "guidance": (B,) guidance scale — models with guidance_in, noisy frames only (default 1)}.
         """
@@ -201,6 +210,13 @@ class Dynamics(nn.Module):
             conds = conds + drop[..., None].to(conds.dtype) * (self.null.to(conds.dtype) - conds)
         conds = conds + self.type_emb[:-1]
         t = self.time_in(torch.cat([timestep_embedding(tau, 64), timestep_embedding(d, 64)], dim=-1))
+        if self.cfg.control_film:
+            c = cond["control"]
+            pc = cond.get("prev_control")
+            film = self.control_all(torch.cat([c, torch.zeros_like(c) if pc is None else c - pc], dim=-1))
+            if drop is not None:  # a dropped control group takes its features with it
+                film = film * (1 - drop[:, 0:1].to(film.dtype))
+            t = t + film
         if noisy and self.cfg.guidance_in:
             g = cond.get("guidance")
             g = torch.ones(b, device=z.device) if g is None else g

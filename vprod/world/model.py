@@ -81,6 +81,7 @@ class WorldModel:
         self.family: str | None = None
         self.gen = torch.Generator(device="cpu")
         self.cache = None
+        self.last_cond: dict | None = None
         self.t = 0
         self.last_latent: torch.Tensor | None = None
         self.timings: dict[str, float] = {}
@@ -149,7 +150,9 @@ class WorldModel:
         drop = torch.tensor([[False, audio is None, self.text is None, self.family is None]], device=self.device)
         a = torch.zeros(1, 8) if audio is None else torch.from_numpy(
             np.clip(np.nan_to_num(np.asarray(audio, np.float32), nan=0.0), 0, 1).reshape(1, 8))
-        cond = {"control": torch.from_numpy(c).to(self.device), "audio": a.to(self.device),
+        ctrl = torch.from_numpy(c).to(self.device)
+        prev = ctrl if self.last_cond is None else self.last_cond["control"]  # for the control's change
+        cond = {"control": ctrl, "prev_control": prev, "audio": a.to(self.device),
                 "text": torch.from_numpy(np.asarray(text, np.float32)[None]).to(self.device),
                 "family": torch.tensor([fam], device=self.device), "drop": drop}
         mix = self._blended()
@@ -182,7 +185,8 @@ class WorldModel:
         self.cache = self.dyn.new_cache()
         self.t = 0
         self._blend = None
-        self.last_cond = self._cond(controls)
+        self.last_cond = None
+        self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
         z = self.encode(first_frame)
         with torch.no_grad(), self._autocast():
             self.dyn.commit(self.cache, z, self.last_cond, self.t)

@@ -300,6 +300,7 @@ class WorldTrain:
     rollout_depth: int = 2  # rollout passes: context frames predicted from predicted frames this deep
     rollout_start: float = 0.3  # rollouts begin after this fraction of training (late training)
     residual: bool = True  # new models flow to the change from the previous frame (DynamicsConfig.residual)
+    control_film: bool = True  # control features on every token (DynamicsConfig.control_film); also added by --init
     guide_frac: float = 0.2  # windows trained with a guidance scale > 1 on the model's own guided velocity
     guide_max: float = 3.0  # those scales are drawn from 1..guide_max
     eval_every: int = 250
@@ -405,13 +406,16 @@ def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, de
     st = rng.integers(0, T - window + 1, batch)
     z = torch.from_numpy(np.stack([ls.latents(c, s, s + window) for c, s in zip(ci, st)]).astype(np.float32)).to(device)
     ctrl = torch.from_numpy(np.stack([ls.controls[c, s:s + window] for c, s in zip(ci, st)])).to(device)
+    # the controls one frame earlier (the clip's first frame: its own, i.e. no change)
+    prev_ctrl = torch.from_numpy(np.stack([ls.controls[c, np.maximum(np.arange(s, s + window) - 1, 0)]
+                                           for c, s in zip(ci, st)])).to(device)
     fam = np.stack([ls.family[c, s:s + window] for c, s in zip(ci, st)]).astype(np.int64)
     fam[fam < 0] = n_families  # footage: 'unknown'
     text = torch.from_numpy(np.stack([ls.text[ls.caption_id[c, s:s + window]] for c, s in zip(ci, st)])).to(device)
     drop = torch.from_numpy(rng.random((batch, 1, 4)) < drop_p).to(device).expand(batch, window, 4).clone()
     drop[..., 1] = True  # no audio in rendered clips: the audio token is always 'absent' here
-    cond = {"control": ctrl, "audio": torch.zeros(batch, window, 8, device=device), "text": text,
-            "family": torch.from_numpy(fam).to(device), "drop": drop}
+    cond = {"control": ctrl, "prev_control": prev_ctrl, "audio": torch.zeros(batch, window, 8, device=device),
+            "text": text, "family": torch.from_numpy(fam).to(device), "drop": drop}
     return z, cond
 
 
@@ -574,13 +578,15 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
         mcfg.delta_scale = round(delta_std(ls, ls.split(tcfg.holdout)[0]), 4)
     if tcfg.guide_frac > 0:
         mcfg.guidance_in = True
+    if tcfg.control_film:
+        mcfg.control_film = True
     torch.manual_seed(tcfg.seed + env.rank)
     model = Dynamics(mcfg).to(env.device)
     if init:
         from safetensors.torch import load_file
 
         missing, unexpected = model.load_state_dict(load_file(init), strict=False)  # fine-tuning, fresh optimizer
-        if unexpected or any(not k.startswith(("prev_in.", "guide_in.")) for k in missing):
+        if unexpected or any(not k.startswith(("prev_in.", "guide_in.", "control_all.")) for k in missing):
             raise ValueError(f"{init} does not fit this model (missing {missing}, unexpected {unexpected})")
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
     step, elapsed = resume(outp / "checkpoint.pt", model, opt, env)
