@@ -9,6 +9,7 @@
 set -euo pipefail
 VPROD=${VPROD:-.venv/bin/vprod}
 DATA=${DATA:-data/worlds}
+KNOBS=${KNOBS:-data/knobs}
 RUNS=${RUNS:-runs}
 TOK=$RUNS/tok1/tokenizer.safetensors
 W=(world --data "$DATA" --tokenizer "$TOK" --clips 700)
@@ -25,3 +26,9 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700)
 # 4: + distilled guidance (20 % of windows learn the model's own classifier-free-guided velocity), longer
 "$VPROD" train "${W[@]}" --out "$RUNS/world4" --steps 3131 --lr 5e-4 --threads 1 --rollout 0.3 \
   --init "$RUNS/world3/world.safetensors"
+# 5: + control FiLM (the controls and their change on every token), half the clips from the knobs schedule
+"$VPROD" data render --out "$KNOBS" --clips 600 --frames 64 --seed 2 --schedule knobs
+"$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world5" --steps STEPS5 \
+  --lr 3e-4 --threads 2 --rollout 0.3 --init "$RUNS/world4/world.safetensors"
+# the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
+"$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1

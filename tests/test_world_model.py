@@ -340,3 +340,49 @@ def test_control_features_reach_every_token_and_leave_with_a_dropped_control():
         assert (a - b).abs().amax(dim=-1).min() > 0  # every token of the frame feels the change
         off = dict(c, drop=torch.tensor([[True, False, False, False]]))
         assert torch.equal(m.frame_tokens(z, tau, d, off), m.frame_tokens(z, tau, d, dict(moved, drop=off["drop"])))
+
+
+def test_the_look_head_changes_nothing_when_no_knob_moved_and_learns_a_change():
+    from vprod.world.look import LookConfig, LookNet
+    from vprod.world.train import optimizer_step
+
+    torch.manual_seed(0)
+    net = LookNet(LookConfig(width=16, layers=2))
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    z, c = torch.randn(4, 8, 18, 32), torch.rand(4, 8)
+    assert torch.equal(net(z, c, c), torch.zeros_like(z))  # a still knob: exactly no change
+    c1 = c.clone()
+    c1[:, 4] = 1 - c1[:, 4]
+    target = 0.5 * z.mean(dim=1, keepdim=True).expand_as(z) * (c1 - c)[:, 4, None, None, None]
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    with torch.no_grad():
+        first = float(torch.nn.functional.mse_loss(net(z, c, c1), target))
+    for _ in range(30):
+        optimizer_step(opt, torch.nn.functional.mse_loss(net(z, c, c1), target), net)
+    with torch.no_grad():
+        assert float(torch.nn.functional.mse_loss(net(z, c, c1), target)) < 0.5 * first
+
+
+def test_look_pairs_are_one_moment_under_two_control_vectors():
+    from vprod.world.look import render_pairs
+
+    p = render_pairs(3, per_state=8, width=64, height=48, seed=1, progress=False)
+    assert p["before"].shape == p["after"].shape == (24, 48, 64, 3) and p["c0"].shape == (24, 8)
+    same = np.abs(p["c1"] - p["c0"]).max(1) == 0
+    assert same.any() and (~same).any()
+    assert all(np.array_equal(a, b) for a, b in zip(p["before"][same], p["after"][same]))  # same controls, same frame
+    assert np.abs(p["before"][~same].astype(int) - p["after"][~same]).mean() > 1  # the knobs changed the picture
+    assert all(np.array_equal(p["before"][i], p["before"][i - i % 8]) for i in range(24))  # one moment per 8 pairs
+
+
+@pytest.mark.integration
+def test_training_the_look_head_from_the_command_line(tmp_path):
+    _run([sys.executable, "-m", "vprod", "train", "look", "--out", str(tmp_path / "look"), "--states", "6",
+          "--steps", "4", "--batch", "4", "--quiet"], tmp_path)
+    meta = read_metadata(tmp_path / "look" / "look.safetensors")
+    assert meta["kind"] == "look" and meta["trained"]["steps"] == 4 and meta["trained"]["pairs"] == 24
+    held = meta["trained"]["held_out"]
+    assert held["psnr_tokenizer_ceiling_db"] > held["psnr_unchanged_db"]
+    from vprod.world.look import load_look
+
+    assert load_look(tmp_path / "look" / "look.safetensors").cfg.latent_channels == 8

@@ -203,7 +203,16 @@ def cmd_train(args) -> int:
 
     configure_threads(args.threads)
     command = "vprod " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.what == "tokenizer":
+    if args.what != "look" and not args.data:
+        print(f"vprod train {args.what}: --data DIR is required", file=sys.stderr)
+        return 2
+    if args.what == "look":
+        from .world.look import LookTrain, train_look
+
+        t = LookTrain(steps=args.steps or LookTrain.steps, batch=args.batch or LookTrain.batch,
+                      lr=args.lr or LookTrain.lr, seed=args.seed, states=args.states or LookTrain.states)
+        res = train_look(args.out, args.tokenizer, t, progress=not args.quiet, command=command)
+    elif args.what == "tokenizer":
         from .world.tokenizer import TokenizerConfig
         from .world.train import TokenizerTrain, train_tokenizer
 
@@ -324,12 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")
-    p.add_argument("what", choices=["tokenizer", "world"])
-    p.add_argument("--data", required=True,
+    p.add_argument("what", choices=["tokenizer", "world", "look"],
+                   help="look: the head that applies a knob's instant change of the picture (renders its own pairs)")
+    p.add_argument("--data",
                    help="dataset folder (vprod data render / footage); world: several, comma-separated, are "
                         "trained on together")
+    p.add_argument("--states", type=int, help="look: rendered moments (4 control pairs each)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss plot, weights")
-    p.add_argument("--tokenizer", help="world: the tokenizer weights (.safetensors)")
+    p.add_argument("--tokenizer", help="world, look: the tokenizer weights (.safetensors)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch", type=int, help="batch per process")
     p.add_argument("--lr", type=float, help="peak learning rate")

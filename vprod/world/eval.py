@@ -1249,7 +1249,8 @@ def _weights(name: str, env: str):
 
 
 def _model_world(width: int, height: int):
-    """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS), 2 steps, bf16."""
+    """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS / VPROD_LOOK_WEIGHTS),
+    2 steps, bf16."""
     from .model import WorldModel, load_dynamics, load_tokenizer
 
     tok = load_tokenizer(_weights("tokenizer.safetensors", "VPROD_TOKENIZER_WEIGHTS"))
@@ -1259,8 +1260,13 @@ def _model_world(width: int, height: int):
                          f"{dyn.cfg.latent_h * tok.cfg.downsample} frames; evaluate it with --size to match")
     import os
 
+    look = os.environ.get("VPROD_LOOK_WEIGHTS", "")  # "" the shipped look head, "none" without one, or a file
+    if look not in ("", "none"):
+        from .look import load_look
+
+        look = load_look(look)
     return WorldModel(tok, dyn, steps=int(os.environ.get("VPROD_WORLD_STEPS", "2")),
-                      families=tuple(meta["trained"].get("families", ())))
+                      families=tuple(meta["trained"].get("families", ())), look=True if look == "" else look or None)
 
 
 _ENCODER = {}

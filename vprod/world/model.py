@@ -16,9 +16,11 @@ import torch
 from . import NUM_CONTROLS
 from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
+from .look import LookNet, load_look
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+LOOK_WEIGHTS = WEIGHTS_DIR / "look.safetensors"
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -65,7 +67,8 @@ class WorldModel:
     name = "worldmodel"
 
     def __init__(self, tokenizer: Tokenizer | None = None, dynamics: Dynamics | None = None, steps: int = 2,
-                 device: str = "cpu", dtype: torch.dtype = torch.bfloat16, families: tuple[str, ...] = ()):
+                 device: str = "cpu", dtype: torch.dtype = torch.bfloat16, families: tuple[str, ...] = (),
+                 look: "LookNet | None | bool" = True):
         from .render import FAMILIES
 
         self.device = torch.device(device)
@@ -74,6 +77,10 @@ class WorldModel:
             dynamics, meta = load_dynamics()
             families = tuple(meta["trained"].get("families", families))
         self.dyn = dynamics.to(self.device).eval()
+        # the look head (vprod.world.look): a knob's instant change of the picture; True = the shipped one if present
+        if look is True:
+            look = load_look(LOOK_WEIGHTS) if LOOK_WEIGHTS.is_file() else None
+        self.look = look.to(self.device).eval() if look else None
         self.families = families or FAMILIES
         self.sampler = FlowSampler(self.dyn, steps)
         self.dtype = dtype
@@ -224,6 +231,8 @@ class WorldModel:
             z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond)
             if cfg.residual:  # the sampler made the (scaled) change from the last frame
                 z = self.last_latent + cfg.delta_scale * z
+            if self.look is not None and self.last_cond is not None:  # a knob moved: its instant change of look
+                z = z + self.look(z.float(), self.last_cond["control"], cond["control"]).to(z.dtype)
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
