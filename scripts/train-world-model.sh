@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Trains vprod's world model from nothing: renders the dataset, trains the tokenizer, then the dynamics in the four
+# Trains vprod's world model from nothing: renders the datasets, trains the tokenizer, then the dynamics in the five
 # stages the shipped weights went through (step counts as they ran; the shipped runs stopped on --minutes, which
-# gave these counts on this project's 2-core CPU machine). Every stage shows a progress bar, resumes from its
-# checkpoint if stopped, and writes loss.png. About 3 h 30 on two CPU cores; minutes on a GPU (add --device cuda).
+# gave these counts on this project's 2-core CPU machine), then the look head. Every stage shows a progress bar,
+# resumes from its checkpoint if stopped, and writes loss.png. About 5 h on two CPU cores; minutes on a GPU (add
+# --device cuda to the train commands).
 #
-#   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world4/world.safetensors
-#                                           #       vprod/world/weights/
+#   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world5/world.safetensors
+#                                           #       runs/look1/look.safetensors vprod/world/weights/
 set -euo pipefail
 VPROD=${VPROD:-.venv/bin/vprod}
 DATA=${DATA:-data/worlds}
 KNOBS=${KNOBS:-data/knobs}
 RUNS=${RUNS:-runs}
 TOK=$RUNS/tok1/tokenizer.safetensors
-W=(world --data "$DATA" --tokenizer "$TOK" --clips 700)
+W=(world --data "$DATA" --tokenizer "$TOK" --clips 700 --no-control-film)  # stages 1-4
 
 "$VPROD" data render --out "$DATA" --clips 1200 --frames 64 --seed 1
 "$VPROD" train tokenizer --data "$DATA" --out "$RUNS/tok1" --steps 2500 --threads 1
@@ -28,7 +29,7 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700)
   --init "$RUNS/world3/world.safetensors"
 # 5: + control FiLM (the controls and their change on every token), half the clips from the knobs schedule
 "$VPROD" data render --out "$KNOBS" --clips 600 --frames 64 --seed 2 --schedule knobs
-"$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world5" --steps STEPS5 \
+"$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world5" --steps 3420 \
   --lr 3e-4 --threads 2 --rollout 0.3 --init "$RUNS/world4/world.safetensors"
 # the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
 "$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1

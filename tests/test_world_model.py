@@ -386,3 +386,27 @@ def test_training_the_look_head_from_the_command_line(tmp_path):
     from vprod.world.look import load_look
 
     assert load_look(tmp_path / "look" / "look.safetensors").cfg.latent_channels == 8
+
+
+def test_the_world_model_applies_the_look_head_once_the_knobs_moved_far_enough():
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    torch.nn.init.normal_(look.out.weight, std=0.1)
+    calls = []
+    look.register_forward_hook(lambda mod, inp, out: calls.append((inp[1].clone(), inp[2].clone())))
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    wm = WorldModel(tok, tiny_dynamics(**VARIANTS["residual+guidance"]), steps=1, dtype=torch.float32, look=look)
+    wm.look_step = 0.1
+    c = NEUTRAL.copy()
+    wm.reset(1, c, "plasma")
+    for _ in range(3):  # 0.04 per frame: acts at the third frame (0.12 from where it last acted), from there
+        c = c.copy()
+        c[4] += 0.04
+        wm.step(c)
+    assert len(calls) == 1
+    assert np.allclose(calls[0][0].numpy(), NEUTRAL) and np.allclose(calls[0][1].numpy(), c)
+    wm.step(c)  # still knobs: nothing
+    assert len(calls) == 1
+    assert WorldModel(tok, tiny_dynamics(), look=None).look is None

@@ -229,7 +229,7 @@ def cmd_train(args) -> int:
                        rollout_frac=WorldTrain.rollout_frac if args.rollout is None else args.rollout,
                        shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut,
                        guide_frac=WorldTrain.guide_frac if args.guide is None else args.guide,
-                       residual=not args.no_residual)
+                       residual=not args.no_residual, control_film=not args.no_control_film)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
                           command=command, tiny=args.tiny, init=args.init)
     if res:
@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "guidance; 0: none)")
     p.add_argument("--no-residual", action="store_true",
                    help="world: a plain flow model (the sampler makes the latent, not its change)")
+    p.add_argument("--no-control-film", action="store_true",
+                   help="world: controls only as their token (no control features on every token of the frame)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, help="torch threads per process")

@@ -81,6 +81,9 @@ class WorldModel:
         if look is True:
             look = load_look(LOOK_WEIGHTS) if LOOK_WEIGHTS.is_file() else None
         self.look = look.to(self.device).eval() if look else None
+        # the look head acts once the knobs have moved this far since it last acted (small steps add up its error)
+        self.look_step = 0.05
+        self._look_ref: torch.Tensor | None = None
         self.families = families or FAMILIES
         self.sampler = FlowSampler(self.dyn, steps)
         self.dtype = dtype
@@ -192,8 +195,10 @@ class WorldModel:
         self.cache = self.dyn.new_cache()
         self.t = 0
         self._blend = None
+        self._look_ref = None
         self.last_cond = None
         self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
+        self._look_ref = self.last_cond["control"]
         z = self.encode(first_frame)
         with torch.no_grad(), self._autocast():
             self.dyn.commit(self.cache, z, self.last_cond, self.t)
@@ -231,8 +236,12 @@ class WorldModel:
             z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond)
             if cfg.residual:  # the sampler made the (scaled) change from the last frame
                 z = self.last_latent + cfg.delta_scale * z
-            if self.look is not None and self.last_cond is not None:  # a knob moved: its instant change of look
-                z = z + self.look(z.float(), self.last_cond["control"], cond["control"]).to(z.dtype)
+            if self.look is not None:  # knobs moved: their instant change of look, once they moved look_step
+                ref = cond["control"] if self._look_ref is None else self._look_ref
+                if float((cond["control"] - ref).abs().max()) >= self.look_step:
+                    z = z + self.look(z.float(), ref, cond["control"]).to(z.dtype)
+                    ref = cond["control"]
+                self._look_ref = ref
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
