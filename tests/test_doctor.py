@@ -23,7 +23,7 @@ from vprod import doctor
 from vprod.doctor import Check, check_midi, check_obs, check_port, checks, run_doctor
 
 ALL_NAMES = ["python", "torch", "threads", "opencv", "virtual-camera", "cameras", "obs", "midi", "audio",
-             "port.zmq", "port.control", "port.mjpeg", "port.osc", "plugins", "ffmpeg"]
+             "port.zmq", "port.control", "port.mjpeg", "port.osc", "plugins", "world-model", "ffmpeg"]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -390,3 +390,22 @@ def test_bad_arguments_do_not_raise():
     checks_ = by_name([Check(**c) for c in data["checks"]])
     assert checks_["port.zmq"].status == "warn" and "ValueError" in checks_["port.zmq"].detail
     assert checks_["obs"].status == "warn" and rc in (0, 1)
+
+
+def test_world_model_weights_are_reported_and_a_missing_or_broken_file_says_how_to_get_it(tmp_path):
+    import shutil
+
+    from vprod.world.model import WEIGHTS_DIR
+
+    c = doctor.check_world_model()
+    assert c.status == "ok" and "tokenizer" in c.detail and "look" in c.detail
+    for name in ("tokenizer", "world"):
+        shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path)
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "warn" and "no look head" in c.detail and "vprod train look" in c.fix
+    (tmp_path / "world.safetensors").write_bytes(b"not weights")
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "fail" and "world.safetensors" in c.detail and "train-world-model.sh" in c.fix
+    (tmp_path / "tokenizer.safetensors").unlink()
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "fail" and "missing" in c.detail

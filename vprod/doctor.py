@@ -522,6 +522,37 @@ def check_ffmpeg() -> Check:
     return Check("ffmpeg", "ok", f"{version} ({path})")
 
 
+def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
+    """The shipped world-model weights: present, vprod's own format, what they are (metadata only, no load)."""
+    from pathlib import Path
+
+    from .world.checkpoint import read_metadata
+    from .world.model import WEIGHTS_DIR
+
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    train = "reinstall vprod, or train them: scripts/train-world-model.sh (README, 'World model')"
+    parts, missing_look = [], False
+    for name, needed in (("tokenizer", True), ("world", True), ("look", False)):
+        path = d / f"{name}.safetensors"
+        if not path.is_file():
+            if needed:
+                return Check("world-model", "fail", f"{path} is missing: the worldmodel source (make run) cannot "
+                                                    "start", train)
+            missing_look = True
+            continue
+        try:
+            meta = read_metadata(path)
+        except Exception as e:  # noqa: BLE001 - a broken file is a finding
+            return Check("world-model", "fail", f"{path} is not readable vprod weights: {_exc(e)}", train)
+        steps = meta["trained"].get("steps")
+        parts.append(f"{name} {path.stat().st_size / 1e6:.1f} MB" + (f" ({steps} steps)" if steps else ""))
+    detail = ", ".join(parts) + f" in {d}"
+    if missing_look:
+        return Check("world-model", "warn", detail + "; no look head: knobs change the picture only slowly",
+                     "vprod train look --out runs/look1, then copy runs/look1/look.safetensors there")
+    return Check("world-model", "ok", detail)
+
+
 # --- running them --------------------------------------------------------------------------------------------------
 
 def _plan(ports: dict[str, int] | None, obs_url: str,
@@ -539,7 +570,7 @@ def _plan(ports: dict[str, int] | None, obs_url: str,
     ]
     for name, port in (DEFAULT_PORTS if ports is None else ports).items():
         plan.append((f"port.{name}", lambda name=name, port=port: check_port(name, port)))
-    plan += [("plugins", check_plugins), ("ffmpeg", check_ffmpeg)]
+    plan += [("plugins", check_plugins), ("world-model", check_world_model), ("ffmpeg", check_ffmpeg)]
     return plan
 
 
