@@ -121,10 +121,9 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
                command: str = "") -> dict:
     from tqdm import tqdm
 
-    from .checkpoint import save_weights
     from .model import WEIGHTS_DIR, load_tokenizer
     from .tokenizer import frames_to_tensor
-    from .train import cosine_lr, optimizer_step, plot_losses
+    from .train import cosine_lr, finish_run, optimizer_step
 
     tcfg = tcfg or LookTrain()
     outp = Path(out)
@@ -143,7 +142,7 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
     c0, c1 = torch.from_numpy(pairs["c0"]), torch.from_numpy(pairs["c1"])
     n = len(z0)
     n_held = max(1, round(n * tcfg.holdout / tcfg.per_state)) * tcfg.per_state  # whole moments held out
-    tr, he = slice(0, n - n_held), slice(n - n_held, n)
+    he = slice(n - n_held, n)  # held-out moments: the last ones (training draws from 0 .. n - n_held)
     torch.manual_seed(tcfg.seed)
     model = LookNet(LookConfig(latent_channels=z0.shape[1]))
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01)
@@ -167,11 +166,7 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
     figures = look_figures(model, tok, pairs, z0, he)
     trained = {"pairs": n, "held_out_pairs": n_held, "steps": tcfg.steps, "seconds": round(time.monotonic() - t0, 1),
                "tokenizer": tokenizer, "train": asdict(tcfg), "held_out": figures, "command": command}
-    save_weights(outp / "look.safetensors", model, "look", model.cfg.to_json(), trained)
-    plot_losses(log, outp / "loss.png", ["loss", "eval_loss"], "look head")
-    result = {"weights": str(outp / "look.safetensors"), **trained}
-    (outp / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    return finish_run(outp, model, "look", model.cfg.to_json(), trained, ["loss", "eval_loss"])
 
 
 @torch.no_grad()

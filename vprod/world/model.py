@@ -195,7 +195,6 @@ class WorldModel:
         self.cache = self.dyn.new_cache()
         self.t = 0
         self._blend = None
-        self._look_ref = None
         self.last_cond = None
         self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
         self._look_ref = self.last_cond["control"]
@@ -237,7 +236,7 @@ class WorldModel:
             if cfg.residual:  # the sampler made the (scaled) change from the last frame
                 z = self.last_latent + cfg.delta_scale * z
             if self.look is not None:  # knobs moved: their instant change of look, once they moved look_step
-                ref = cond["control"] if self._look_ref is None else self._look_ref
+                ref = self._look_ref  # the controls it last acted at (reset: the opening ones)
                 if float((cond["control"] - ref).abs().max()) >= self.look_step:
                     z = z + self.look(z.float(), ref, cond["control"]).to(z.dtype)
                     ref = cond["control"]
