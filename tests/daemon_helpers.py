@@ -287,6 +287,23 @@ class FrameStream:
             return [s for s in self.seen if s[0] > seq]
 
 
+def fallback_clip_frames(width: int, height: int) -> list[np.ndarray]:
+    """The webcam's fallback video (presets/media/person.mp4), every frame fitted ("cover") as the webcam does."""
+    import cv2
+
+    from vprod.engine import fit_frame
+
+    cap = cv2.VideoCapture(str(REPO / "presets" / "media" / "person.mp4"))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(fit_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height, "cover"))
+    cap.release()
+    return frames
+
+
 def centre(img: np.ndarray) -> tuple[int, int, int]:
     c = img[img.shape[0] // 2, img.shape[1] // 2]
     return int(c[0]), int(c[1]), int(c[2])

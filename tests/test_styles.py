@@ -565,16 +565,9 @@ def test_world_style_weights_missing_one_clear_error_and_the_camera_passes(regis
 
 def clip_frames() -> list[np.ndarray]:
     """The raw camera: every frame of presets/media/person.mp4 fitted to the output as the webcam fallback does."""
-    from vprod.engine import fit_frame
+    from daemon_helpers import fallback_clip_frames
 
-    cap = cv2.VideoCapture(str(REPO / "presets" / "media" / "person.mp4"))
-    out = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        out.append(fit_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), W, H, "cover"))
-    cap.release()
+    out = fallback_clip_frames(W, H)
     assert out, "presets/media/person.mp4 has no frames"
     return out
 

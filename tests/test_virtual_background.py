@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from daemon_helpers import REPO, Control, FrameStream
+from daemon_helpers import REPO, Control, FrameStream, fallback_clip_frames
 from skimage import data
 
 from vprod import presets
@@ -189,14 +189,7 @@ def test_a_model_that_cannot_load_is_named_once_and_the_camera_passes_through(re
 
 
 def clip_frames(width: int = W, height: int = H) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(CLIP))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(fit_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height, "cover"))
-    cap.release()
+    frames = fallback_clip_frames(width, height)
     assert len(frames) > 30, f"{CLIP} gave {len(frames)} frames"
     return frames
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vprod.engine import ChoiceParam, FIT_MODES, FrameContext, Source, fit_frame, resolve_path
+from vprod.engine import ChoiceParam, FIT_MODES, FrameContext, Source, existing_file, fit_frame
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -44,11 +44,7 @@ class ImageSource(Source):
         raw = str(self.opts["path"] or "")
         if not raw:
             raise RuntimeError(f"no image path given: set option `path` for {self.label}")
-        path, tried = resolve_path(raw, self.config.preset_dir)
-        if not path.is_file():
-            looked = ", ".join(str(t) for t in tried)
-            raise RuntimeError(f"image file not found: {raw} (looked at {looked})")
-        self.path = path
+        self.path = path = existing_file(raw, self.config.preset_dir, "image file")
         self._image = read_rgb(path)
         self._key: tuple | None = None
         self._frame: np.ndarray | None = None

@@ -14,7 +14,7 @@ import threading
 import cv2
 import numpy as np
 
-from vprod.engine import BoolParam, ColorParam, Effect, FloatParam, FrameContext, IntParam, TextParam, resolve_path
+from vprod.engine import BoolParam, ColorParam, Effect, FloatParam, FrameContext, IntParam, TextParam, existing_file
 
 from .lut import LutError, apply_lut, load_cube
 
@@ -224,9 +224,7 @@ class ColorTransferEffect(Effect):
         try:
             if not raw:
                 raise RuntimeError(f"no reference picture: set `reference` of {self.label}")
-            path, tried = resolve_path(raw, self.config.preset_dir)
-            if not path.is_file():
-                raise RuntimeError(f"reference picture not found: {raw} (looked at {', '.join(map(str, tried))})")
+            path = existing_file(raw, self.config.preset_dir, "reference picture")
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise RuntimeError(f"reference picture {path} cannot be read (not an image OpenCV decodes)")
@@ -273,9 +271,7 @@ class LutEffect(Effect):
         try:
             if not raw:
                 raise LutError(f"no LUT file: set `file` of {self.label}")
-            path, tried = resolve_path(raw, self.config.preset_dir)
-            if not path.is_file():
-                raise LutError(f"LUT file not found: {raw} (looked at {', '.join(map(str, tried))})")
+            path = existing_file(raw, self.config.preset_dir, "LUT file", LutError)
             lut = load_cube(path)
             lut.prepare()
             self._lut, self._error = lut, ""

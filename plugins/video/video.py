@@ -13,8 +13,8 @@ import math
 import cv2
 import numpy as np
 
-from vprod.engine import (BoolParam, ChoiceParam, FIT_MODES, FloatParam, FrameContext, Source, TriggerParam, fit_frame,
-                          resolve_path)
+from vprod.engine import (BoolParam, ChoiceParam, FIT_MODES, FloatParam, FrameContext, Source, TriggerParam,
+                          existing_file, fit_frame)
 
 
 class VideoSource(Source):
@@ -40,10 +40,7 @@ class VideoSource(Source):
         raw = str(self.opts["path"] or "")
         if not raw:
             raise RuntimeError(f"no video path given: set option `path` for {self.label}")
-        path, tried = resolve_path(raw, self.config.preset_dir)
-        if not path.is_file():
-            raise RuntimeError(f"video file not found: {raw} (looked at {', '.join(str(t) for t in tried)})")
-        self.path = path
+        self.path = path = existing_file(raw, self.config.preset_dir, "video file")
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
             cap.release()

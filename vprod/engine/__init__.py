@@ -8,7 +8,8 @@ Plugins import what they need from here::
 from .bus import ControlBus, Event
 from .clock import FrameClock, ManualTime, RealTime, Tick
 from .compositor import BLEND_MODES, FIT_MODES, blend, crossfade, fit, fit_frame, luma_mask
-from .element import Effect, Element, ElementConfig, FrameContext, Sink, Source, resolve_path, solid_frame
+from .element import (Effect, Element, ElementConfig, FrameContext, Sink, Source, existing_file, resolve_path,
+                      solid_frame)
 from .loop import Engine
 from .mailbox import Mailbox, SinkRunner
 from .params import (BoolParam, ChoiceParam, ColorParam, FloatParam, IntParam, Param, ParamError, Params,
@@ -19,5 +20,6 @@ __all__ = [
     "BLEND_MODES", "FIT_MODES", "BoolParam", "ChoiceParam", "ColorParam", "ControlBus", "Effect", "Element", "ElementConfig",
     "Engine", "Event", "FloatParam", "FrameClock", "FrameContext", "IntParam", "LAYER_PARAMS", "Layer", "Mailbox",
     "ManualTime", "Param", "ParamError", "ParamState", "Params", "Pipeline", "RealTime", "Sink", "SinkRunner",
-    "Source", "TextParam", "Tick", "TriggerParam", "blend", "crossfade", "fit", "fit_frame", "luma_mask", "resolve_path", "solid_frame",
+    "Source", "TextParam", "Tick", "TriggerParam", "blend", "crossfade", "existing_file", "fit", "fit_frame",
+    "luma_mask", "resolve_path", "solid_frame",
 ]

@@ -137,3 +137,11 @@ def resolve_path(path: str, preset_dir: str) -> tuple[Path, list[Path]]:
         if cand.is_file():
             return cand, tried
     return tried[0], tried
+
+
+def existing_file(path: str, preset_dir: str, what: str, error: type[Exception] = RuntimeError) -> Path:
+    """resolve_path for a file that must exist: else `error` "<what> not found: <path> (looked at …)"."""
+    found, tried = resolve_path(path, preset_dir)
+    if not found.is_file():
+        raise error(f"{what} not found: {path} (looked at {', '.join(str(t) for t in tried)})")
+    return found
