@@ -112,6 +112,48 @@ def test_the_cache_stays_bounded_forever():
     assert sizes[3] == sizes[-1]  # constant once full
 
 
+def test_the_cache_joins_its_frames_anew_after_every_change():
+    """keys_values() is joined once per change of the cache; a push, a pop or a clear must show at once."""
+    m = tiny_dynamics(context=2)
+    cache = m.new_cache()
+
+    def joined():
+        ks = m.sink_kv(1)[0][0]
+        return torch.cat([ks] + [f[0][0] for f in cache.frames], 2)
+
+    with torch.no_grad():
+        for t in range(3):
+            m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), t)
+            assert torch.equal(cache.keys_values(0)[0], joined())
+        cache.pop()  # the newest frame out (observe replaces it)
+        assert torch.equal(cache.keys_values(0)[0], joined())
+        m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), 2)
+        cache.pop(0)  # the oldest out
+        assert len(cache) == 1 and torch.equal(cache.keys_values(0)[0], joined())
+        cache.clear()
+        assert torch.equal(cache.keys_values(0)[0], joined())
+
+
+def test_on_a_cpu_the_dynamics_run_in_fp32_and_the_convolutions_in_the_chosen_dtype():
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    wm = WorldModel(tok, tiny_dynamics(), look=None)
+    assert (wm.dtype, wm.dynamics_dtype) == (torch.bfloat16, torch.float32)
+    seen = []
+    hook = wm.dyn.blocks[0].qkv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    wm.reset(1, NEUTRAL, "plasma")
+    seen.clear()  # (the sinks' keys are made once, outside any autocast)
+    wm.step(NEUTRAL)
+    hook.remove()
+    assert seen and set(seen) == {torch.float32}
+    wm = WorldModel(tok, tiny_dynamics(), look=None, dynamics_dtype=torch.bfloat16)
+    seen = []
+    wm.dyn.blocks[0].qkv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    wm.reset(1, NEUTRAL, "plasma")
+    seen.clear()
+    wm.step(NEUTRAL)
+    assert seen and set(seen) == {torch.bfloat16}
+
+
 def test_rotary_time_is_exact_modulo_1024():
     from vprod.world.dynamics import rope_angles
 
@@ -410,3 +452,30 @@ def test_the_world_model_applies_the_look_head_once_the_knobs_moved_far_enough()
     wm.step(c)  # still knobs: nothing
     assert len(calls) == 1
     assert WorldModel(tok, tiny_dynamics(), look=None).look is None
+
+
+def test_the_look_heads_change_glides_in_over_look_glide_frames():
+    """One knob jump: the look head acts once and its change enters in equal parts over look_glide frames."""
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    torch.nn.init.normal_(look.out.weight, std=0.1)
+    changes = []
+    look.register_forward_hook(lambda mod, inp, out: changes.append(out.detach().float().clone()))
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    dyn = tiny_dynamics(**VARIANTS["residual+guidance"])
+    for p in dyn.patch_out.parameters():
+        torch.nn.init.zeros_(p)  # the dynamics keep the last latent (temperature 0): only the look head changes it
+    wm = WorldModel(tok, dyn, steps=1, dtype=torch.float32, look=look)
+    wm.temperature, wm.ctx_noise, wm.look_glide = 0.0, 0.0, 3
+    wm.reset(1, NEUTRAL, "plasma")
+    c = NEUTRAL.copy()
+    c[4] = 0.9
+    zs = [wm.last_latent.clone()] + [wm.next_latent(c).clone() for _ in range(5)]
+    assert len(changes) == 1 and changes[0].abs().max() > 0
+    steps = [zs[i + 1] - zs[i] for i in range(5)]
+    for s in steps[:3]:
+        assert torch.allclose(s, changes[0] / 3, atol=1e-5)
+    assert all(float(s.abs().max()) < 1e-6 for s in steps[3:])
+    assert torch.allclose(zs[3] - zs[0], changes[0], atol=1e-5)

@@ -207,11 +207,12 @@ def cmd_train(args) -> int:
         print(f"vprod train {args.what}: --data DIR is required", file=sys.stderr)
         return 2
     if args.what == "look":
-        from .world.look import LookTrain, train_look
+        from .world.look import LookConfig, LookTrain, train_look
 
         t = LookTrain(steps=args.steps or LookTrain.steps, batch=args.batch or LookTrain.batch,
                       lr=args.lr or LookTrain.lr, seed=args.seed, states=args.states or LookTrain.states)
-        res = train_look(args.out, args.tokenizer, t, progress=not args.quiet, command=command)
+        res = train_look(args.out, args.tokenizer, t, progress=not args.quiet, command=command,
+                         width=args.width or LookConfig.width)
     elif args.what == "tokenizer":
         from .world.tokenizer import TokenizerConfig
         from .world.train import TokenizerTrain, train_tokenizer
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder (vprod data render / footage); world: several, comma-separated, are "
                         "trained on together")
     p.add_argument("--states", type=int, help="look: rendered moments (4 control pairs each)")
+    p.add_argument("--width", type=int, help="look: conv channels (its cost per knob change grows with the square)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss plot, weights")
     p.add_argument("--tokenizer", help="world, look: the tokenizer weights (.safetensors)")
     p.add_argument("--steps", type=int, help="optimizer steps")

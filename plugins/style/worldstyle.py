@@ -147,11 +147,11 @@ class WorldStyler:
         z0 = zc + a * (self._look - self._lowpass(zc))
         self._t += 1
         t = self._t
-        with torch.no_grad(), wm._autocast():
+        with torch.no_grad(), wm._dyn_autocast():
             # the world as context: its newest frames, clean (the cache keeps the last `context` frames)
             wm.dyn.commit(self.cache, zw, cond, t - 1)
             while len(self.cache) > WORLD_CONTEXT:
-                self.cache.frames.pop(0)
+                self.cache.pop(0)
             uncond = None
             if cfg.guidance_in:
                 cond["guidance"] = torch.tensor([float(self.guidance)])

@@ -45,6 +45,8 @@ class WorldModelSource(Source):
                                                   "pass per step at any strength)"),
         "variety": FloatParam(0.75, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
+        "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
+                                               "glide in, after the knob's own slew; 0: at once"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -112,6 +114,7 @@ class WorldModelSource(Source):
                         continue
                     self._credit -= 1
                 w.transition_frames = int(round(float(self.p.transition) * self.config.fps))
+                w.look_glide = max(1, int(round(float(self.p.glide) * self.config.fps)))
                 if self.p.prompt != self._prompt:
                     self._prompt = self.p.prompt
                     w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)

@@ -342,22 +342,33 @@ class KVCache:
         self.cfg = cfg
         self.frames: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # [frame][layer] -> (k, v)
         self._sink_kv = sinks
+        self._joined: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per layer, until the frames change
 
     def keys_values(self, layer: int):
-        ks, vs = self._sink_kv[layer]
-        if not self.frames:
-            return ks, vs
-        k = torch.cat([ks] + [f[layer][0] for f in self.frames], 2)
-        v = torch.cat([vs] + [f[layer][1] for f in self.frames], 2)
-        return k, v
+        """Sinks + cached frames, joined once per change of the cache (every sampling step and the commit of a
+        frame read the same ones)."""
+        kv = self._joined.get(layer)
+        if kv is None:
+            ks, vs = self._sink_kv[layer]
+            kv = (torch.cat([ks] + [f[layer][0] for f in self.frames], 2),
+                  torch.cat([vs] + [f[layer][1] for f in self.frames], 2)) if self.frames else (ks, vs)
+            self._joined[layer] = kv
+        return kv
 
     def push(self, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self.frames.append(kv)
         if len(self.frames) > self.cfg.context:
             self.frames.pop(0)
+        self._joined.clear()
+
+    def pop(self, index: int = -1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Take a frame out: the newest (to replace it) or, with index 0, the oldest."""
+        self._joined.clear()
+        return self.frames.pop(index)
 
     def clear(self) -> None:
         self.frames.clear()
+        self._joined.clear()
 
     def __len__(self) -> int:
         return len(self.frames)

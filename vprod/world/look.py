@@ -118,7 +118,7 @@ class LookTrain:
 
 
 def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = None, progress: bool = True,
-               command: str = "") -> dict:
+               command: str = "", width: int = LookConfig.width) -> dict:
     from tqdm import tqdm
 
     from .model import WEIGHTS_DIR, load_tokenizer
@@ -144,7 +144,7 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
     n_held = max(1, round(n * tcfg.holdout / tcfg.per_state)) * tcfg.per_state  # whole moments held out
     he = slice(n - n_held, n)  # held-out moments: the last ones (training draws from 0 .. n - n_held)
     torch.manual_seed(tcfg.seed)
-    model = LookNet(LookConfig(latent_channels=z0.shape[1]))
+    model = LookNet(LookConfig(latent_channels=z0.shape[1], width=width))
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(tcfg.seed)
     log = outp / "log.jsonl"
