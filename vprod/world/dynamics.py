@@ -94,16 +94,26 @@ def rope_angles(frame_index: torch.Tensor, dims: int) -> torch.Tensor:
     return idx[..., None] * (2 * math.pi / periods)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor, dims: int) -> torch.Tensor:
-    """Rotate the first `dims` channels of each head. x: (B, H, L, hd); angles: (B, L, dims/2)."""
-    if dims == 0:
-        return x
-    cos, sin = angles.cos()[:, None].to(x.dtype), angles.sin()[:, None].to(x.dtype)
-    x1, x2, rest = x[..., 0:dims:2], x[..., 1:dims:2], x[..., dims:]
-    r1 = x1 * cos - x2 * sin
-    r2 = x1 * sin + x2 * cos
-    rot = torch.stack([r1, r2], dim=-1).flatten(-2)
-    return torch.cat([rot, rest], dim=-1)
+def rope_tables(angles: torch.Tensor, dims: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotation tables for `rotate`: angles (B, L, dims/2) → cos and signed sin, each (B, 1, L, head_dim); the
+    channels past `dims` keep cos 1, sin 0. Made once per pass and shared by every layer (and by q and k)."""
+    b, n = angles.shape[:2]
+    cos = torch.ones(b, 1, n, head_dim, device=angles.device)
+    sin = torch.zeros(b, 1, n, head_dim, device=angles.device)
+    if dims:
+        cos[..., :dims] = angles.cos().repeat_interleave(2, dim=-1)[:, None]
+        s = angles.sin()[:, None]
+        sin[..., 0:dims:2] = -s
+        sin[..., 1:dims:2] = s
+    return cos, sin
+
+
+def rotate(x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate each pair of channels (2i, 2i+1) of the last dimension by its angle:
+    (a, b) → (a·cos − b·sin, b·cos + a·sin)."""
+    cos, sin = tables
+    swapped = x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (b, a) for each pair (a, b)
+    return x * cos.to(x.dtype) + swapped * sin.to(x.dtype)
 
 
 class Block(nn.Module):
@@ -120,13 +130,14 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(d, hidden)
         self.fc2 = nn.Linear(hidden, d)
 
-    def qkv_heads(self, x: torch.Tensor, angles: torch.Tensor | None):
+    def qkv_heads(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        """rope: rope_tables() of the tokens' frame indices, or None (no rotation: the sinks)."""
         b, n, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        if angles is not None:
-            q = apply_rope(q, angles, self.rope_dims)
-            k = apply_rope(k, angles, self.rope_dims)
-        return q, k, v
+        qkv = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if rope is None:
+            return qkv[0], qkv[1], qkv[2]
+        q, k = rotate(qkv[:2], rope)  # q and k in one go
+        return q, k, qkv[2]
 
     def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         b, h, n, hd = attn.shape
@@ -252,13 +263,12 @@ class Dynamics(nn.Module):
         frame_idx = torch.arange(T, device=x.device) + frame0
         fi = torch.cat([torch.zeros(cfg.sinks, device=x.device, dtype=torch.long),
                         frame_idx.repeat_interleave(F_), frame_idx.repeat_interleave(F_)])
-        angles = rope_angles(fi, cfg.rope_time_dims)[None].expand(b, -1, -1)
-        # sinks carry no time: rotation by angle 0
-        angles = angles.clone()
-        angles[:, : cfg.sinks] = 0
+        angles = rope_angles(fi, cfg.rope_time_dims)[None]
+        angles[:, : cfg.sinks] = 0  # sinks carry no time: rotation by angle 0
+        rope = rope_tables(angles, cfg.rope_time_dims, cfg.d_model // cfg.heads)
         mask = self.train_mask(T, x.device)
         for blk in self.blocks:
-            q, k, v = blk.qkv_heads(x, angles)
+            q, k, v = blk.qkv_heads(x, rope)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = blk.finish(x, attn)
         out = x[:, cfg.sinks + T * F_:].reshape(b * T, F_, -1)
@@ -302,15 +312,19 @@ class Dynamics(nn.Module):
             x = blk.finish(x, F.scaled_dot_product_attention(q, k, v))
         return out
 
+    def frame_rope(self, frame_index: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotation tables for one frame's tokens (all share its index), broadcast over batch and tokens."""
+        angles = rope_angles(torch.tensor([frame_index], device=device), self.cfg.rope_time_dims)[None]
+        return rope_tables(angles, self.cfg.rope_time_dims, self.cfg.d_model // self.cfg.heads)
+
     @torch.no_grad()
     def step_velocity(self, cache: "KVCache", z: torch.Tensor, tau: torch.Tensor, d: torch.Tensor, cond: dict,
                       frame_index: int) -> torch.Tensor:
         """Velocity for the frame being generated, attending to sinks + cache + itself (the cache is unchanged)."""
         x = self.frame_tokens(z, tau, d, cond)
-        angles = rope_angles(torch.full((x.shape[1],), frame_index, device=x.device), self.cfg.rope_time_dims)
-        angles = angles[None].expand(x.shape[0], -1, -1)
+        rope = self.frame_rope(frame_index, x.device)
         for li, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_heads(x, angles)
+            q, k, v = blk.qkv_heads(x, rope)
             kc, vc = cache.keys_values(li)
             attn = F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2))
             x = blk.finish(x, attn)
@@ -323,11 +337,10 @@ class Dynamics(nn.Module):
         b = z_clean.shape[0]
         x = self.frame_tokens(z_clean, torch.full((b,), tau_ctx, device=z_clean.device),
                               torch.zeros(b, device=z_clean.device), cond, noisy=False)
-        angles = rope_angles(torch.full((x.shape[1],), frame_index, device=x.device), self.cfg.rope_time_dims)
-        angles = angles[None].expand(b, -1, -1)
+        rope = self.frame_rope(frame_index, x.device)
         new_kv = []
         for li, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_heads(x, angles)
+            q, k, v = blk.qkv_heads(x, rope)
             kc, vc = cache.keys_values(li)
             attn = F.scaled_dot_product_attention(q, torch.cat([kc, k], 2), torch.cat([vc, v], 2))
             new_kv.append((k, v))
