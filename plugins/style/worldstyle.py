@@ -42,8 +42,8 @@ import time
 import cv2
 import numpy as np
 
-from vprod.engine import (ChoiceParam, Effect, FloatParam, FrameContext, IntParam, TextParam, TriggerParam,
-                          resolve_path)
+from vprod.engine import (ChoiceParam, Effect, FloatParam, FrameContext, IntParam, Mailbox, TextParam,
+                          TriggerParam, resolve_path)
 from vprod.world import CONTROL_NAMES, NEUTRAL
 from vprod.world.render import FAMILIES, RendererWorld
 
@@ -262,8 +262,7 @@ class WorldStyleEffect(Effect):
             raise RuntimeError(f"world model cannot load from {paths[0]} / {paths[1]}: {type(e).__name__}: {e} "
                                f"(the camera passes through unstyled)") from None
         self.styler = WorldStyler(world, int(self.p.seed))
-        self._in: np.ndarray | None = None  # newest camera frame at the model size (latest wins)
-        self._in_ready = threading.Condition()
+        self._in = Mailbox()  # newest camera frame at the model size (latest wins)
         self._out: np.ndarray | None = None  # newest stylised frame at the model size
         self._out_seq = 0
         self._up_key = None
@@ -298,10 +297,7 @@ class WorldStyleEffect(Effect):
     def _run(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
-            with self._in_ready:
-                if self._in is None:
-                    self._in_ready.wait(0.2)
-                frame, self._in = self._in, None
+            frame = self._in.take(0.2)
             if frame is None:
                 continue
             try:
@@ -324,9 +320,7 @@ class WorldStyleEffect(Effect):
         if self.p.fired("reset"):
             self._reset = True
         small = cv2.resize(frame, (self.styler.w, self.styler.h), interpolation=cv2.INTER_AREA)
-        with self._in_ready:
-            self._in = small
-            self._in_ready.notify()
+        self._in.put(small)
         if self._error:
             err, self._error = self._error, ""
             raise RuntimeError(f"world style: {err}")
@@ -348,6 +342,5 @@ class WorldStyleEffect(Effect):
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()
-            with self._in_ready:
-                self._in_ready.notify_all()
+            self._in.close()
             self._thread.join(2.0)

@@ -15,8 +15,8 @@ import time
 import cv2
 import numpy as np
 
-from vprod.engine import (BoolParam, ChoiceParam, FloatParam, FrameContext, IntParam, Source, TextParam, TriggerParam,
-                          resolve_path)
+from vprod.engine import (BoolParam, ChoiceParam, FloatParam, FrameContext, IntParam, Mailbox, Source, TextParam,
+                          TriggerParam, resolve_path)
 from vprod.world import CONTROL_NAMES, NEUTRAL
 from vprod.world.render import FAMILIES
 
@@ -77,8 +77,7 @@ class WorldModelSource(Source):
                                 families=tuple(meta["trained"].get("families", FAMILIES)))
         self._lock = threading.Lock()
         self._latest: np.ndarray | None = None
-        self._latent = None  # newest latent waiting for the decoder (latest wins)
-        self._latent_ready = threading.Condition()
+        self._latents = Mailbox()  # newest latent waiting for the decoder (latest wins)
         self._frames = 0
         self._error: str = ""
         self._stop = threading.Event()
@@ -123,9 +122,7 @@ class WorldModelSource(Source):
                 w.guidance = float(self.p.guidance)
                 w.temperature = float(self.p.variety)
                 z = w.next_latent(self._controls())
-                with self._latent_ready:
-                    self._latent = z
-                    self._latent_ready.notify()
+                self._latents.put(z)
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
@@ -133,10 +130,7 @@ class WorldModelSource(Source):
     # --- the decode thread ---
     def _run_decoder(self) -> None:
         while not self._stop.is_set():
-            with self._latent_ready:
-                if self._latent is None:
-                    self._latent_ready.wait(0.2)
-                z, self._latent = self._latent, None
+            z = self._latents.take(0.2)
             if z is None:
                 continue
             try:
@@ -175,5 +169,6 @@ class WorldModelSource(Source):
             stop.set()
             with self._demand:
                 self._demand.notify_all()
+            self._latents.close()
             for t in self._threads:
                 t.join(2.0)
