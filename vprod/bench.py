@@ -317,7 +317,8 @@ def run_world(frames: int = 60, memory_frames: int = 10000, device: str = "cpu",
     wm = WorldModel(tok, dyn, device=device, dtype=tdt)
     rng = np.random.default_rng(0)
     res: dict = {"bench": "world", "device": device, "dtype": dtype,
-                 "dynamics_dtype": str(wm.dynamics_dtype).removeprefix("torch."), "weights": "shipped" if shipped else "random-init",
+                 "dynamics_dtype": str(wm.dynamics_dtype).removeprefix("torch."),
+                 "weights": "shipped" if shipped else "random-init",
                  "model": {"d_model": dyn.cfg.d_model, "layers": dyn.cfg.layers, "context": dyn.cfg.context,
                            "params": sum(p.numel() for p in dyn.parameters()),
                            "tokenizer_params": sum(p.numel() for p in tok.parameters())},

@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-frames", type=int, default=10000, help="world: frames for the memory (RSS) run")
     p.add_argument("--threads", default="1,2", help="world: thread counts to measure, comma-separated")
     p.add_argument("--device", default="cpu", help="world: cpu or cuda")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"], help="world: dtype of the convolutions (tokenizer, look head); on a CPU the dynamics run in fp32, on a GPU in "
-                        "this dtype too")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32", "fp16"],
+                   help="world: dtype of the convolutions (tokenizer, look head); on a CPU the dynamics run in fp32, "
+                        "on a GPU in this dtype too")
     p.add_argument("--seconds", type=float, default=10.0,
                    help="effects: seconds per run of the engine with presets/call-background.toml (0: skip it)")
     p.add_argument("--cases", default="", help="effects: only these cases or groups, comma-separated")

@@ -121,7 +121,6 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.d_model
         self.heads = cfg.heads
-        self.rope_dims = cfg.rope_time_dims
         self.norm1 = nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
