@@ -340,3 +340,16 @@ def test_cli_eval_prints_the_summary(tmp_path, capsys):
     assert (tmp_path / "results.json").exists()
     bad = ap.parse_args(["eval", "--world", "nope", "--out", str(tmp_path)])
     assert bad.fn(bad) == 2
+
+
+def test_the_evaluated_world_model_takes_its_look_head_from_the_environment(monkeypatch):
+    """VPROD_LOOK_WEIGHTS: unset → the shipped look head, "none" → none, a file → that one."""
+    from vprod.world.eval import _model_world
+    from vprod.world.model import LOOK_WEIGHTS
+
+    monkeypatch.delenv("VPROD_LOOK_WEIGHTS", raising=False)
+    assert _model_world(256, 144).look is not None
+    monkeypatch.setenv("VPROD_LOOK_WEIGHTS", "none")
+    assert _model_world(256, 144).look is None
+    monkeypatch.setenv("VPROD_LOOK_WEIGHTS", str(LOOK_WEIGHTS))
+    assert _model_world(256, 144).look is not None

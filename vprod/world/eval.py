@@ -1250,7 +1250,7 @@ def _weights(name: str, env: str):
 
 def _model_world(width: int, height: int):
     """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS / VPROD_LOOK_WEIGHTS),
-    2 steps, bf16."""
+    2 steps (VPROD_WORLD_STEPS), WorldModel's default dtypes."""
     from .model import WorldModel, load_dynamics, load_tokenizer
 
     tok = load_tokenizer(_weights("tokenizer.safetensors", "VPROD_TOKENIZER_WEIGHTS"))
@@ -1260,13 +1260,12 @@ def _model_world(width: int, height: int):
                          f"{dyn.cfg.latent_h * tok.cfg.downsample} frames; evaluate it with --size to match")
     import os
 
-    look = os.environ.get("VPROD_LOOK_WEIGHTS", "")  # "" the shipped look head, "none" without one, or a file
-    if look not in ("", "none"):
-        from .look import load_look
+    from .look import load_look
 
-        look = load_look(look)
+    env = os.environ.get("VPROD_LOOK_WEIGHTS", "")  # "" the shipped look head, "none" without one, or a file
+    look = True if env == "" else None if env == "none" else load_look(env)
     return WorldModel(tok, dyn, steps=int(os.environ.get("VPROD_WORLD_STEPS", "2")),
-                      families=tuple(meta["trained"].get("families", ())), look=True if look == "" else look or None)
+                      families=tuple(meta["trained"].get("families", ())), look=look)
 
 
 _ENCODER = {}
