@@ -250,23 +250,8 @@ class WorldModel:
                 z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond).float()
                 if cfg.residual:  # the sampler made the (scaled) change from the last frame
                     z = self.last_latent + cfg.delta_scale * z
-            if self.look is not None:  # knobs moved: their instant change of look, once they moved look_step
-                ref = self._look_ref  # the controls it last acted at (reset: the opening ones)
-                c = cond["control"]
-                if float((c - ref).abs().max()) >= self.look_step:
-                    with self._autocast():
-                        change = self.look(z, ref, c).float()
-                    # the change glides in over look_glide frames (with what is left of an earlier one)
-                    self._look_rest = change if self._look_rest is None else self._look_rest + change
-                    self._look_left = max(1, int(self.look_glide))
-                    ref = c
-                self._look_ref = ref
-                if self._look_rest is not None:
-                    part = self._look_rest / self._look_left
-                    z = z + part
-                    self._look_rest, self._look_left = self._look_rest - part, self._look_left - 1
-                    if self._look_left == 0:
-                        self._look_rest = None
+            if self.look is not None:
+                z = self._with_look(z, cond["control"])
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
@@ -278,6 +263,24 @@ class WorldModel:
         self.last_cond, self.last_latent = cond, zc
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
         return z
+
+    def _with_look(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """z plus this frame's share of the knobs' instant change of look. The look head acts once the knobs have
+        moved look_step since it last acted; its change glides in over look_glide frames (with what is left of an
+        earlier one)."""
+        if float((c - self._look_ref).abs().max()) >= self.look_step:
+            with self._autocast():
+                change = self.look(z, self._look_ref, c).float()
+            self._look_rest = change if self._look_rest is None else self._look_rest + change
+            self._look_left = max(1, int(self.look_glide))
+            self._look_ref = c
+        if self._look_rest is None:
+            return z
+        part = self._look_rest / self._look_left
+        self._look_rest, self._look_left = self._look_rest - part, self._look_left - 1
+        if self._look_left == 0:
+            self._look_rest = None
+        return z + part
 
     def decode_timed(self, z: torch.Tensor) -> np.ndarray:
         """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline)."""
