@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Trains vprod's world model from nothing: renders the datasets, trains the tokenizer, then the dynamics in the five
+# Trains vprod's world model from nothing: renders the datasets, trains the tokenizer, then the dynamics in the six
 # stages the shipped weights went through (step counts as they ran; the shipped runs stopped on --minutes, which
 # gave these counts on this project's 2-core CPU machine), then the look head. Every stage shows a progress bar,
-# resumes from its checkpoint if stopped, and writes loss.png. About 5 h on two CPU cores; minutes on a GPU (add
+# resumes from its checkpoint if stopped, and writes loss.png. About 6 h on two CPU cores; minutes on a GPU (add
 # --device cuda to the train commands).
 #
-#   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world5/world.safetensors
+#   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world6/world.safetensors
 #                                           #       runs/look1/look.safetensors vprod/world/weights/
 set -euo pipefail
 VPROD=${VPROD:-.venv/bin/vprod}
@@ -31,5 +31,10 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700 --no-control-film)  # sta
 "$VPROD" data render --out "$KNOBS" --clips 600 --frames 64 --seed 2 --schedule knobs
 "$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world5" --steps 3420 \
   --lr 3e-4 --threads 2 --rollout 0.3 --init "$RUNS/world4/world.safetensors"
+# 6: rollouts made as at run time (sampler noise 0.75, 1-2 steps, context noise), five frames deep, and the
+#    latent-statistics term: the frames sampled from that context keep the true frames' colour, spread and layout
+"$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world6" --steps 701 \
+  --lr 2e-4 --threads 1 --window 6 --rollout 0.5 --rollout-start 0 --rollout-depth 5 --rollout-temp 0.75 \
+  --rollout-steps 2 --rollout-noise --stats 2 --init "$RUNS/world5/world.safetensors"
 # the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
 "$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1

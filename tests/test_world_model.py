@@ -187,6 +187,8 @@ def test_one_training_step_lowers_the_loss(variant):
     # every objective at once for the residual model: flow matching, shortcut, self-rollout, guided targets
     tc = WorldTrain(shortcut_frac=0.25 if variant != "plain" else 0.0, guide_frac=0.5)
     ro = 0.25 if variant != "plain" else 0.0
+    if variant != "plain":  # rollouts made as at run time, and the statistics term through the sampler
+        tc.rollout_temp, tc.rollout_steps, tc.rollout_noise, tc.stats_weight = 0.75, 2, True, 1.0
 
     def loss():
         return world_loss(m, m, z, c, tc, torch.Generator().manual_seed(1), ro)[0]
@@ -198,6 +200,35 @@ def test_one_training_step_lowers_the_loss(variant):
     with torch.no_grad():
         after = loss()
     assert float(after.detach()) < float(before.detach())
+
+
+def test_the_statistics_term_sees_colour_spread_and_layout_and_nothing_else():
+    from vprod.world.train import stats_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(2, 3, 8, 18, 32)
+    assert float(stats_loss(z, z).max()) == 0.0
+    # the content moved inside each of the 3×4 regions (mirrored there): the same statistics
+    moved = z.view(2, 3, 8, 3, 6, 4, 8).flip(-1).flip(-3).reshape(z.shape)
+    assert float(stats_loss(moved, z).max()) < 1e-10
+    for other in (z + 0.3, z * 0.5, torch.cat([z[..., :9, :] + 1, z[..., 9:, :] - 1], dim=-2)):
+        assert float(stats_loss(other, z).min()) > 0.01  # colour, spread, layout
+
+
+def test_runtime_rollouts_enter_the_context_noised_with_their_level():
+    from vprod.world.train import WorldTrain, self_rollout
+
+    m = tiny_dynamics(**VARIANTS["residual+guidance"])
+    z = torch.randn(2, 4, 8, 18, 32)
+    c = conds(2, 4)
+    ones = torch.ones(2, 4)
+    tc = WorldTrain(rollout_temp=0.75, rollout_steps=2, rollout_noise=True, ctx_noise=0.15)
+    rz, rt = self_rollout(m, z, ones, c, 0.6, torch.Generator().manual_seed(0), 3, tc)
+    assert torch.equal(rz[:, 0], z[:, 0]) and torch.equal(rt[:, 0], ones[:, 0])  # frame 0 is the given one
+    assert not torch.allclose(rz[:, 1:], z[:, 1:])
+    assert float(rt[:, 1:].max()) < 1.0 and float(rt[:, 1:].min()) >= 0.85
+    rz2, rt2 = self_rollout(m, z, ones, c, 0.6, torch.Generator().manual_seed(0), 3, WorldTrain())
+    assert torch.equal(rt2, ones)  # the default: predictions count as clean context
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

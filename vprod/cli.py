@@ -230,7 +230,12 @@ def cmd_train(args) -> int:
                        rollout_frac=WorldTrain.rollout_frac if args.rollout is None else args.rollout,
                        shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut,
                        guide_frac=WorldTrain.guide_frac if args.guide is None else args.guide,
-                       residual=not args.no_residual, control_film=not args.no_control_film)
+                       residual=not args.no_residual, control_film=not args.no_control_film,
+                       rollout_depth=args.rollout_depth or WorldTrain.rollout_depth,
+                       rollout_temp=args.rollout_temp or WorldTrain.rollout_temp,
+                       rollout_steps=args.rollout_steps or WorldTrain.rollout_steps,
+                       rollout_noise=args.rollout_noise, stats_weight=args.stats or 0.0,
+                       rollout_start=WorldTrain.rollout_start if args.rollout_start is None else args.rollout_start)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
                           command=command, tiny=args.tiny, init=args.init)
     if res:
@@ -354,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="world: frames per training window")
     p.add_argument("--rollout", type=float, help="world: fraction of windows trained on their own predictions "
                    "(after the first 30%% of training)")
+    p.add_argument("--rollout-start", type=float, help="world: the fraction of training after which rollouts begin")
+    p.add_argument("--rollout-depth", type=int, help="world: rollout passes (context frames predicted from "
+                   "predicted frames this deep; at most window - 1 matter)")
+    p.add_argument("--rollout-temp", type=float, help="world: noise scale of the rollouts' sampler (the runtime's "
+                   "temperature is 0.75)")
+    p.add_argument("--rollout-steps", type=int, help="world: flow steps of rollout frames (2: one or two at random)")
+    p.add_argument("--rollout-noise", action="store_true", help="world: rollout frames enter the context noised, "
+                   "as at run time")
+    p.add_argument("--stats", type=float, help="world: weight of the latent-statistics term (colour, spread, "
+                   "layout of frames sampled from rollout context against the true frames')")
     p.add_argument("--shortcut", type=float, help="world: fraction of windows on the shortcut target")
     p.add_argument("--guide", type=float, help="world: fraction of windows trained on guided targets (distilled "
                    "guidance; 0: none)")

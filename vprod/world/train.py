@@ -299,6 +299,10 @@ class WorldTrain:
     rollout_frac: float = 0.25  # windows whose context is the model's own detached prediction (residual models)
     rollout_depth: int = 2  # rollout passes: context frames predicted from predicted frames this deep
     rollout_start: float = 0.3  # rollouts begin after this fraction of training (late training)
+    rollout_temp: float = 1.0  # noise scale of the rollouts' sampler (the runtime's WorldModel.temperature: 0.75)
+    rollout_steps: int = 1  # flow steps of a rollout frame (2: one or two at random, as the runtime's 1/2 steps)
+    rollout_noise: bool = False  # rollout frames enter the context noised (level up to ctx_noise), as at run time
+    stats_weight: float = 0.0  # weight of the latent-statistics term on rollout windows (see stats_loss)
     residual: bool = True  # new models flow to the change from the previous frame (DynamicsConfig.residual)
     control_film: bool = True  # control features on every token (DynamicsConfig.control_film); also added by --init
     guide_frac: float = 0.2  # windows trained with a guidance scale > 1 on the model's own guided velocity
@@ -424,20 +428,61 @@ def residual_base(z_ctx: torch.Tensor) -> torch.Tensor:
     return torch.cat([z_ctx[:, :1], z_ctx[:, :-1]], dim=1)
 
 
-@torch.no_grad()
-def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator, depth: int):
-    """Replace context frames 1.. with the model's own one-step predictions (detached), `depth` times over, so that
-    training sees the errors it will make at run time (late-training rollouts against drift)."""
+def sample_frames(net, z_ctx, tau_ctx, cond, base, steps: int, temp: float, rng_t: torch.Generator,
+                  scale: float) -> torch.Tensor:
+    """Every frame of the windows as the runtime samples it: `steps` flow steps from noise × temp, the change added
+    to `base` (residual models). Differentiable (the statistics term trains through it)."""
     B, T = z_ctx.shape[:2]
     ones = torch.ones(B, T, device=z_ctx.device)
+    x = temp * torch.randn(z_ctx.shape, generator=rng_t, device=z_ctx.device)
+    step = 1.0 / steps
+    c = dict(cond, prev=base)
+    for i in range(steps):
+        v = net(z_ctx, tau_ctx, x, ones * (i * step), d_input(ones * step), c).float()
+        x = x + step * v
+    return base + scale * x
+
+
+@torch.no_grad()
+def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator, depth: int,
+                 tcfg: "WorldTrain | None" = None):
+    """Replace context frames 1.. with the model's own predictions (detached), `depth` times over, so that training
+    sees the errors it will make at run time (late-training rollouts against drift). With tcfg's rollout_temp,
+    rollout_steps and rollout_noise the predictions are made and enter the context as the runtime does it."""
+    tcfg = tcfg or WorldTrain()
+    B, T = z_ctx.shape[:2]
+    dev = z_ctx.device
+    ones = torch.ones(B, T, device=dev)
     for _ in range(depth):
         base = residual_base(z_ctx)
-        eps = torch.randn(z_ctx.shape, generator=rng_t, device=z_ctx.device)
-        v = net(z_ctx, tau_ctx, eps, torch.zeros_like(ones), ones, dict(cond, prev=base)).float()
-        pred = base + scale * (eps + v)
+        steps = 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
+        pred = sample_frames(net, z_ctx, tau_ctx, cond, base, steps, tcfg.rollout_temp, rng_t, scale)
+        tau_new = ones
+        if tcfg.rollout_noise:  # committed as the runtime does: (1 - s)·z + s·noise, its level s given
+            sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
+            tau_new = 1.0 - sig
+            pred = tau_new[..., None, None, None] * pred + sig[..., None, None, None] * torch.randn(
+                pred.shape, generator=rng_t, device=dev)
         z_ctx = torch.cat([z_ctx[:, :1], pred[:, 1:]], dim=1)
-        tau_ctx = torch.cat([tau_ctx[:, :1], ones[:, 1:]], dim=1)  # committed predictions count as clean
+        tau_ctx = torch.cat([tau_ctx[:, :1], tau_new[:, 1:]], dim=1)
     return z_ctx, tau_ctx
+
+
+def latent_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per channel: the spatial mean (…, C), the spatial spread (…, C) and the means of a 3×4 grid of regions
+    (…, C, 12). What a stream loses first when it drifts (colour, contrast, layout), and what stays comparable when
+    the content has moved."""
+    flat = z.flatten(-2)
+    grid = F.adaptive_avg_pool2d(z.flatten(0, -4), (3, 4)).view(*z.shape[:-2], 12)
+    return flat.mean(-1), flat.std(-1), grid
+
+
+def stats_loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the latent statistics of sampled frames from those of the true frames, (B, T): mean,
+    spread and regional means count equally."""
+    a, b = latent_stats(pred.float()), latent_stats(truth.float())
+    return ((a[0] - b[0]).pow(2).mean(-1) + (a[1] - b[1]).pow(2).mean(-1)
+            + (a[2] - b[2]).pow(2).mean(dim=(-1, -2)))
 
 
 def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, rollout_frac: float = 0.0):
@@ -460,7 +505,7 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
     if n_ro:  # the last n_ro windows see their own predictions as context
         sub = {k2: v[B - n_ro:] for k2, v in cond.items()}
         rz, rt = self_rollout(model, z_ctx[B - n_ro:], tau_ctx[B - n_ro:], sub, model.cfg.delta_scale, rng_t,
-                              tcfg.rollout_depth)
+                              tcfg.rollout_depth, tcfg)
         z_ctx = torch.cat([z_ctx[:B - n_ro], rz])
         tau_ctx = torch.cat([tau_ctx[:B - n_ro], rt])
     x = z
@@ -522,9 +567,20 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
     if residual:
         per = per[:, 1:]
     loss = per.mean()
+    st = None
+    if n_ro and tcfg.stats_weight > 0:
+        # the rollout windows' frames sampled as at run time (gradients through the sampler): their colour, spread
+        # and layout should be the true frames' — the model's own context otherwise lets them settle elsewhere
+        sub = {k2: v[B - n_ro:] for k2, v in cond.items()}
+        steps = 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
+        zs = sample_frames(net, z_ctx[B - n_ro:], tau_ctx[B - n_ro:], sub, base[B - n_ro:], steps,
+                           tcfg.rollout_temp, rng_t, model.cfg.delta_scale)
+        st = stats_loss(zs[:, 1:], z[B - n_ro:, 1:]).mean()
+        loss = loss + tcfg.stats_weight * st
     return loss, {"loss_fm": float(per[n_sc:B - n_ro].mean().detach()) if n_sc < B - n_ro else None,
                   "loss_sc": float(per[:n_sc].mean().detach()) if n_sc else None,
-                  "loss_ro": float(per[B - n_ro:].mean().detach()) if n_ro else None}
+                  "loss_ro": float(per[B - n_ro:].mean().detach()) if n_ro else None,
+                  "loss_stats": float(st.detach()) if st is not None else None}
 
 
 def delta_std(ls: "LatentSet", clips: list[int], n: int = 64) -> float:
@@ -547,6 +603,9 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
 
     tcfg = tcfg or WorldTrain()
     env = Dist(device)
+    if env.world > 1 and tcfg.stats_weight > 0:
+        raise ValueError("the latent-statistics term (--stats) runs on one process only: its sampler passes and the "
+                         "training pass would be separate DistributedDataParallel forwards")
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer or str(WEIGHTS_DIR / "tokenizer.safetensors")
@@ -633,7 +692,8 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
                    "seconds": round(elapsed, 1), "processes": env.world, "device": str(env.device),
                    "tokenizer": str(tokenizer), "families": families, "train": asdict(tcfg), "command": command,
                    "init": init or ""}
-        result = finish_run(outp, model, "world", mcfg.to_json(), trained, ["loss", "eval_loss"])
+        result = finish_run(outp, model, "world", mcfg.to_json(), trained,
+                            ["loss", "eval_loss"] + (["loss_stats"] if tcfg.stats_weight > 0 else []))
     env.barrier()
     env.close()
     return result
