@@ -443,6 +443,11 @@ def sample_frames(net, z_ctx, tau_ctx, cond, base, steps: int, temp: float, rng_
     return base + scale * x
 
 
+def rollout_steps(tcfg: "WorldTrain", rng_t: torch.Generator) -> int:
+    """Flow steps for one rollout pass: 1, or 1..rollout_steps at random (the runtime's step counts)."""
+    return 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
+
+
 @torch.no_grad()
 def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator, depth: int,
                  tcfg: "WorldTrain | None" = None):
@@ -455,8 +460,8 @@ def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator
     ones = torch.ones(B, T, device=dev)
     for _ in range(depth):
         base = residual_base(z_ctx)
-        steps = 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
-        pred = sample_frames(net, z_ctx, tau_ctx, cond, base, steps, tcfg.rollout_temp, rng_t, scale)
+        pred = sample_frames(net, z_ctx, tau_ctx, cond, base, rollout_steps(tcfg, rng_t), tcfg.rollout_temp, rng_t,
+                             scale)
         tau_new = ones
         if tcfg.rollout_noise:  # committed as the runtime does: (1 - s)·z + s·noise, its level s given
             sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
@@ -572,8 +577,7 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
         # the rollout windows' frames sampled as at run time (gradients through the sampler): their colour, spread
         # and layout should be the true frames' — the model's own context otherwise lets them settle elsewhere
         sub = {k2: v[B - n_ro:] for k2, v in cond.items()}
-        steps = 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
-        zs = sample_frames(net, z_ctx[B - n_ro:], tau_ctx[B - n_ro:], sub, base[B - n_ro:], steps,
+        zs = sample_frames(net, z_ctx[B - n_ro:], tau_ctx[B - n_ro:], sub, base[B - n_ro:], rollout_steps(tcfg, rng_t),
                            tcfg.rollout_temp, rng_t, model.cfg.delta_scale)
         st = stats_loss(zs[:, 1:], z[B - n_ro:, 1:]).mean()
         loss = loss + tcfg.stats_weight * st
