@@ -294,6 +294,17 @@ def test_training_runs_resumes_and_ships_weights(tiny_dataset, tiny_knobs_datase
     trained = read_metadata(tmp_path / "world" / "world.safetensors")["trained"]
     assert trained["steps"] == 5 and trained["clips"] == 10 and trained["data"] == data
     assert (tmp_path / "world" / "latents-2" / "latents.npy").exists()
+    # stage 6 from the command line: a fine-tune with runtime-like rollouts and the statistics term
+    stage6 = [sys.executable, "-m", "vprod", "train", "world", "--data", data, "--out", str(tmp_path / "world6"),
+              "--tokenizer", str(tok), "--batch", "2", "--quiet", "--steps", "2", "--window", "3",
+              "--init", str(tmp_path / "world" / "world.safetensors"), "--rollout", "0.5", "--rollout-start", "0",
+              "--rollout-depth", "2", "--rollout-temp", "0.75", "--rollout-steps", "2", "--rollout-noise",
+              "--stats", "2"]
+    _run(stage6, tmp_path)
+    t6 = read_metadata(tmp_path / "world6" / "world.safetensors")["trained"]["train"]
+    assert (t6["rollout_temp"], t6["rollout_steps"], t6["rollout_noise"], t6["stats_weight"]) == (0.75, 2, True, 2.0)
+    rows = [json.loads(x) for x in (tmp_path / "world6" / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss_stats"] > 0 for r in rows)
 
 
 @pytest.mark.integration
