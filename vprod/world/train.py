@@ -443,6 +443,15 @@ def sample_frames(net, z_ctx, tau_ctx, cond, base, steps: int, temp: float, rng_
     return base + scale * x
 
 
+def noised_context(z: torch.Tensor, max_level: float, rng_t: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (B, T, …) as context: (1 − s)·z + s·noise with s drawn in [0, max_level) per frame; returns them and
+    their flow time 1 − s (the level the model is told)."""
+    sig = torch.rand(z.shape[:2], generator=rng_t, device=z.device) * max_level
+    tau = 1.0 - sig
+    noise = torch.randn(z.shape, generator=rng_t, device=z.device)
+    return tau[..., None, None, None] * z + sig[..., None, None, None] * noise, tau
+
+
 def rollout_steps(tcfg: "WorldTrain", rng_t: torch.Generator) -> int:
     """Flow steps for one rollout pass: 1, or 1..rollout_steps at random (the runtime's step counts)."""
     return 1 if tcfg.rollout_steps <= 1 else int(torch.randint(1, tcfg.rollout_steps + 1, (1,), generator=rng_t))
@@ -463,11 +472,8 @@ def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator
         pred = sample_frames(net, z_ctx, tau_ctx, cond, base, rollout_steps(tcfg, rng_t), tcfg.rollout_temp, rng_t,
                              scale)
         tau_new = ones
-        if tcfg.rollout_noise:  # committed as the runtime does: (1 - s)·z + s·noise, its level s given
-            sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
-            tau_new = 1.0 - sig
-            pred = tau_new[..., None, None, None] * pred + sig[..., None, None, None] * torch.randn(
-                pred.shape, generator=rng_t, device=dev)
+        if tcfg.rollout_noise:  # committed as the runtime does, its noise level given
+            pred, tau_new = noised_context(pred, tcfg.ctx_noise, rng_t)
         z_ctx = torch.cat([z_ctx[:, :1], pred[:, 1:]], dim=1)
         tau_ctx = torch.cat([tau_ctx[:, :1], tau_new[:, 1:]], dim=1)
     return z_ctx, tau_ctx
@@ -501,10 +507,7 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
     residual = model.cfg.residual
     eps = torch.randn(z.shape, generator=rng_t, device=dev)
     # context: clean latents with a little noise, its level given to the model (tau_ctx < 1)
-    sig = torch.rand(B, T, generator=rng_t, device=dev) * tcfg.ctx_noise
-    tau_ctx = 1.0 - sig
-    z_ctx = tau_ctx[..., None, None, None] * z + sig[..., None, None, None] * torch.randn(z.shape, generator=rng_t,
-                                                                                          device=dev)
+    z_ctx, tau_ctx = noised_context(z, tcfg.ctx_noise, rng_t)
     n_sc = int(round(B * tcfg.shortcut_frac))
     n_ro = min(B - n_sc, int(round(B * rollout_frac))) if residual else 0
     if n_ro:  # the last n_ro windows see their own predictions as context
