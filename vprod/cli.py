@@ -231,8 +231,8 @@ def cmd_train(args) -> int:
                        shortcut_frac=WorldTrain.shortcut_frac if args.shortcut is None else args.shortcut,
                        guide_frac=WorldTrain.guide_frac if args.guide is None else args.guide,
                        residual=not args.no_residual, control_film=not args.no_control_film,
-                       rollout_depth=args.rollout_depth or WorldTrain.rollout_depth,
-                       rollout_temp=args.rollout_temp or WorldTrain.rollout_temp,
+                       rollout_depth=WorldTrain.rollout_depth if args.rollout_depth is None else args.rollout_depth,
+                       rollout_temp=WorldTrain.rollout_temp if args.rollout_temp is None else args.rollout_temp,
                        rollout_steps=args.rollout_steps or WorldTrain.rollout_steps,
                        rollout_noise=args.rollout_noise, stats_weight=args.stats or 0.0,
                        rollout_start=WorldTrain.rollout_start if args.rollout_start is None else args.rollout_start)
