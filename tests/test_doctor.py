@@ -409,3 +409,26 @@ def test_world_model_weights_are_reported_and_a_missing_or_broken_file_says_how_
     (tmp_path / "tokenizer.safetensors").unlink()
     c = doctor.check_world_model(tmp_path)
     assert c.status == "fail" and "missing" in c.detail
+
+
+def test_world_weights_that_move_their_context_by_the_camera_head_need_it(tmp_path):
+    import shutil
+
+    from vprod.world.checkpoint import save_weights
+    from vprod.world.dynamics import Dynamics, DynamicsConfig
+    from vprod.world.model import WEIGHTS_DIR
+
+    for name in ("tokenizer", "look"):
+        shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path)
+    cfg = DynamicsConfig(d_model=32, layers=1, heads=2, context=2, sinks=2, residual=True, camera_context=True)
+    save_weights(tmp_path / "world.safetensors", Dynamics(cfg), "world", cfg.to_json(), {"steps": 1})
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "fail" and "motion.json" in c.detail and "vprod train motion" in c.fix
+    (tmp_path / "motion.json").write_text("{}")
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "fail" and "not a camera head" in c.detail
+    from vprod.world.motion import CameraHead
+
+    CameraHead({"terrain": [[0.0] * 6] * 7}).save(tmp_path / "motion.json")
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "ok" and "camera head" in c.detail

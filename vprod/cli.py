@@ -203,10 +203,14 @@ def cmd_train(args) -> int:
 
     configure_threads(args.threads)
     command = "vprod " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.what != "look" and not args.data:
+    if args.what not in ("look", "motion") and not args.data:
         print(f"vprod train {args.what}: --data DIR is required", file=sys.stderr)
         return 2
-    if args.what == "look":
+    if args.what == "motion":
+        from .world.motion import fit
+
+        res = fit(args.out, clips=args.clips or 24, seed=args.seed, progress=not args.quiet)
+    elif args.what == "look":
         from .world.look import LookConfig, LookTrain, train_look
 
         t = LookTrain(steps=args.steps or LookTrain.steps, batch=args.batch or LookTrain.batch,
@@ -234,7 +238,7 @@ def cmd_train(args) -> int:
                        rollout_depth=WorldTrain.rollout_depth if args.rollout_depth is None else args.rollout_depth,
                        rollout_temp=WorldTrain.rollout_temp if args.rollout_temp is None else args.rollout_temp,
                        rollout_steps=args.rollout_steps or WorldTrain.rollout_steps,
-                       rollout_noise=args.rollout_noise, stats_weight=args.stats or 0.0,
+                       rollout_noise=args.rollout_noise, stats_weight=args.stats or 0.0, camera=args.camera or "",
                        rollout_start=WorldTrain.rollout_start if args.rollout_start is None else args.rollout_start)
         res = train_world(args.data, args.out, args.tokenizer, t, device=args.device, progress=not args.quiet,
                           command=command, tiny=args.tiny, init=args.init)
@@ -341,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")
-    p.add_argument("what", choices=["tokenizer", "world", "look"],
-                   help="look: the head that applies a knob's instant change of the picture (renders its own pairs)")
+    p.add_argument("what", choices=["tokenizer", "world", "look", "motion"],
+                   help="look: the head that applies a knob's instant change of the picture (renders its own pairs); "
+                        "motion: the camera head, how the motion knobs move the picture (fitted on rendered clips)")
     p.add_argument("--data",
                    help="dataset folder (vprod data render / footage); world: several, comma-separated, are "
                         "trained on together")
@@ -354,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, help="batch per process")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--init", help="world: start from these weights (.safetensors), e.g. to fine-tune")
-    p.add_argument("--clips", type=int, help="world: use only the first N clips of the dataset")
+    p.add_argument("--clips", type=int, help="world: use only the first N clips of the dataset; motion: clips rendered "
+                   "per family (24)")
     p.add_argument("--minutes", type=float, help="world: stop after this much training time (the LR follows it)")
     p.add_argument("--window", type=int, help="world: frames per training window")
     p.add_argument("--rollout", type=float, help="world: fraction of windows trained on their own predictions "
@@ -369,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "as at run time")
     p.add_argument("--stats", type=float, help="world: weight of the latent-statistics term (colour, spread, "
                    "layout of frames sampled from rollout context against the true frames')")
+    p.add_argument("--camera", help="world: a camera head (motion.json, `vprod train motion`): context frames are moved "
+                   "by its flow, the model draws the rest (what enters at the edges, parallax, animation)")
     p.add_argument("--shortcut", type=float, help="world: fraction of windows on the shortcut target")
     p.add_argument("--guide", type=float, help="world: fraction of windows trained on guided targets (distilled "
                    "guidance; 0: none)")

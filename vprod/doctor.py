@@ -546,6 +546,20 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
             return Check("world-model", "fail", f"{path} is not readable vprod weights: {_exc(e)}", train)
         steps = meta["trained"].get("steps")
         parts.append(f"{name} {path.stat().st_size / 1e6:.1f} MB" + (f" ({steps} steps)" if steps else ""))
+        if name == "world" and json.loads(meta.get("config") or "{}").get("camera_context"):
+            cam = d / "motion.json"
+            if not cam.is_file():
+                return Check("world-model", "fail", f"{cam} is missing: these world weights move their context by "
+                                                    "the camera head", "vprod train motion --out runs/motion1, then "
+                                                    "copy runs/motion1/motion.json there")
+            try:
+                from .world.motion import CameraHead
+
+                CameraHead.load(cam)
+            except Exception as e:  # noqa: BLE001 - a broken file is a finding
+                return Check("world-model", "fail", f"{cam} is not a camera head: {_exc(e)}",
+                             "vprod train motion --out runs/motion1, then copy runs/motion1/motion.json there")
+            parts.append("camera head")
     detail = ", ".join(parts) + f" in {d}"
     if missing_look:
         return Check("world-model", "warn", detail + "; no look head: knobs change the picture only slowly",

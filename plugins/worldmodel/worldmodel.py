@@ -47,6 +47,8 @@ class WorldModelSource(Source):
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
         "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
                                                "glide in, after the knob's own slew; 0: at once"),
+        "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the motion knobs (yaw, pitch, speed) move the picture: the "
+                             "camera head's flow × this (0: the dynamics alone)"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -121,6 +123,8 @@ class WorldModelSource(Source):
                 w.steps = int(self.p.steps)
                 w.guidance = float(self.p.guidance)
                 w.temperature = float(self.p.variety)
+                if w.camera is not None:
+                    w.camera.gain = float(self.p.camera)
                 z = w.next_latent(self._controls())
                 self._latents.put(z)
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on

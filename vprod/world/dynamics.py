@@ -58,6 +58,10 @@ class DynamicsConfig:
     # of the frame (as the flow time is), not only carried by the control token — measured: a model with the token
     # alone changed its picture by < 1.2 grey levels when a knob moved where the renderer changed by 7-51.
     control_film: bool = False
+    # Camera context: each context frame is moved by the camera head's flow (vprod.world.motion) to where the camera
+    # goes next, before the next frame is drawn from it; the model makes what the camera head cannot (what comes in
+    # at the edges, parallax, animation). The runtime then warps its newest context frame the same way.
+    camera_context: bool = False
 
     @property
     def tokens_per_frame(self) -> int:

@@ -1249,7 +1249,8 @@ def _weights(name: str, env: str):
 
 
 def _model_world(width: int, height: int):
-    """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS / VPROD_LOOK_WEIGHTS),
+    """The world model (shipped weights, or VPROD_WORLD_WEIGHTS / VPROD_TOKENIZER_WEIGHTS / VPROD_LOOK_WEIGHTS /
+    VPROD_CAMERA_WEIGHTS),
     2 steps (VPROD_WORLD_STEPS), WorldModel's default dtypes."""
     from .model import WorldModel, load_dynamics, load_tokenizer
 
@@ -1264,8 +1265,9 @@ def _model_world(width: int, height: int):
 
     env = os.environ.get("VPROD_LOOK_WEIGHTS", "")  # "" the shipped look head, "none" without one, or a file
     look = True if env == "" else None if env == "none" else load_look(env)
+    camera = os.environ.get("VPROD_CAMERA_WEIGHTS") or True  # the shipped camera head where the weights use one
     return WorldModel(tok, dyn, steps=int(os.environ.get("VPROD_WORLD_STEPS", "2")),
-                      families=tuple(meta["trained"].get("families", ())), look=look)
+                      families=tuple(meta["trained"].get("families", ())), look=look, camera=camera)
 
 
 _ENCODER = {}

@@ -17,10 +17,12 @@ from . import NUM_CONTROLS
 from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
+from .motion import CameraHead
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LOOK_WEIGHTS = WEIGHTS_DIR / "look.safetensors"
+CAMERA_WEIGHTS = WEIGHTS_DIR / "motion.json"
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -68,7 +70,8 @@ class WorldModel:
 
     def __init__(self, tokenizer: Tokenizer | None = None, dynamics: Dynamics | None = None, steps: int = 2,
                  device: str = "cpu", dtype: torch.dtype = torch.bfloat16, families: tuple[str, ...] = (),
-                 look: "LookNet | None | bool" = True, dynamics_dtype: torch.dtype | None = None):
+                 look: "LookNet | None | bool" = True, dynamics_dtype: torch.dtype | None = None,
+                 camera: "CameraHead | str | Path | None | bool" = True):
         from .render import FAMILIES
 
         self.device = torch.device(device)
@@ -86,6 +89,18 @@ class WorldModel:
         # … and its change glides in over this many frames: a knob jump near a family switch otherwise made the one
         # visible jump of the stream (measured: ratio 4.9 with the change at once; see docs/world-model)
         self.look_glide = 8
+        # the camera head (vprod.world.motion): the global motion the motion knobs ask for. Dynamics trained on
+        # camera-moved context (cfg.camera_context) need it: True = the shipped one (a file name: that one)
+        if camera is True:
+            camera = CAMERA_WEIGHTS if self.dyn.cfg.camera_context else None
+        if isinstance(camera, (str, Path)):
+            if not Path(camera).is_file():
+                raise FileNotFoundError(f"camera head {camera} not found (these world weights move their context by "
+                                        "it; `vprod train motion --out DIR` makes one)")
+            camera = CameraHead.load(camera)
+        self.camera: CameraHead | None = camera or None
+        if self.camera is not None and self.dyn.cfg.camera_context:
+            self.camera.where = "context"
         self._look_rest: torch.Tensor | None = None
         self._look_left = 0
         self._look_ref: torch.Tensor | None = None
@@ -212,10 +227,13 @@ class WorldModel:
         self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
         self._look_ref = self.last_cond["control"]
         self._look_rest, self._look_left = None, 0
+        if self.camera is not None:
+            self.camera.reset(controls)
         z = self.encode(first_frame)
         with torch.no_grad(), self._dyn_autocast():
             self.dyn.commit(self.cache, z, self.last_cond, self.t)
         self.last_latent = z
+        self._last_tau = 1.0
         return first_frame
 
     def observe(self, frame: np.ndarray) -> None:
@@ -225,6 +243,7 @@ class WorldModel:
         with torch.no_grad(), self._dyn_autocast():
             self.dyn.commit(self.cache, z, self.last_cond, self.t)
         self.last_latent = z
+        self._last_tau = 1.0
 
     def step(self, controls) -> np.ndarray:
         return self.decode_timed(self.next_latent(controls))
@@ -232,6 +251,16 @@ class WorldModel:
     def next_latent(self, controls) -> torch.Tensor:
         """Sample the next frame's latent and commit it to the context (the model's share of a frame)."""
         t0 = time.perf_counter()
+        flow = None
+        if self.camera is not None:
+            flow = self.camera.flow(controls, self._family_weights())
+            if self.camera.where == "context" and np.any(flow):
+                # the newest context frame, moved to where the camera is going: the dynamics draws the frame from it
+                self.cache.pop()
+                self.last_latent = self.camera.warp(self.last_latent, flow)
+                with torch.no_grad(), self._dyn_autocast():
+                    self.dyn.commit(self.cache, self.last_latent, self.last_cond, self.t, tau_ctx=self._last_tau)
+                flow = None
         self.t += 1
         cond = self._cond(controls)
         cfg = self.dyn.cfg
@@ -250,6 +279,8 @@ class WorldModel:
                 z = self.sampler.sample(self.cache, cond, self.t, noise, self.guidance, uncond).float()
                 if cfg.residual:  # the sampler made the (scaled) change from the last frame
                     z = self.last_latent + cfg.delta_scale * z
+            if flow is not None:
+                z = self.camera.warp(z, flow)
             if self.look is not None:
                 z = self._with_look(z, cond["control"])
             t1 = time.perf_counter()
@@ -259,10 +290,18 @@ class WorldModel:
                     z.shape, generator=self.gen).to(self.device)
             with self._dyn_autocast():
                 self.dyn.commit(self.cache, zc, cond, self.t, tau_ctx=1.0 - self.ctx_noise)
+            self._last_tau = 1.0 - self.ctx_noise
         t2 = time.perf_counter()
         self.last_cond, self.last_latent = cond, zc
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
         return z
+
+    def _family_weights(self) -> dict[str, float]:
+        """The family (or, during a blend, the families with their weights) the picture shows now."""
+        mix = self._blended()
+        if mix is None:
+            return {self.family: 1.0} if self.family else {}
+        return {f: float(w) for f, w in zip(self.families, mix["family_w"]) if w > 0}
 
     def _with_look(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """z plus this frame's share of the knobs' instant change of look. The look head acts once the knobs have

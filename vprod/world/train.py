@@ -305,6 +305,7 @@ class WorldTrain:
     stats_weight: float = 0.0  # weight of the latent-statistics term on rollout windows (see stats_loss)
     residual: bool = True  # new models flow to the change from the previous frame (DynamicsConfig.residual)
     control_film: bool = True  # control features on every token (DynamicsConfig.control_film); also added by --init
+    camera: str = ""  # a camera head (motion.json): context frames moved by its flow (DynamicsConfig.camera_context)
     guide_frac: float = 0.2  # windows trained with a guidance scale > 1 on the model's own guided velocity
     guide_max: float = 3.0  # those scales are drawn from 1..guide_max
     eval_every: int = 250
@@ -404,7 +405,7 @@ def encode_dataset(data: str, tokenizer_path: str, out: Path, device, progress: 
 
 
 def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, device, drop_p: float,
-               n_families: int):
+               n_families: int, flows: np.ndarray | None = None):
     ci = rng.choice(clips, batch)
     T = ls.shape[1]
     st = rng.integers(0, T - window + 1, batch)
@@ -420,7 +421,34 @@ def make_batch(ls: LatentSet, clips: list[int], batch: int, window: int, rng, de
     drop[..., 1] = True  # no audio in rendered clips: the audio token is always 'absent' here
     cond = {"control": ctrl, "prev_control": prev_ctrl, "audio": torch.zeros(batch, window, 8, device=device),
             "text": text, "family": torch.from_numpy(fam).to(device), "drop": drop}
+    if flows is not None:  # the camera's flow from each frame to the next (the window's last: to the frame after it)
+        cond["ctx_flow"] = torch.from_numpy(np.stack([flows[c, s + 1:s + window + 1] for c, s in zip(ci, st)])).to(device)
     return z, cond
+
+
+def clip_flows(ls: LatentSet, camera: str | Path, families: Sequence[str]) -> np.ndarray:
+    """(clips, T + 1, 6) camera-head flows of every clip: row t moves frame t−1 to frame t (row 0 and the row past
+    the end: no motion)."""
+    from .motion import CameraHead
+
+    head = CameraHead.load(camera)
+    n, T = ls.controls.shape[:2]
+    out = np.zeros((n, T + 1, 6), np.float32)
+    for c in range(n):
+        names = [families[f] if 0 <= f < len(families) else None for f in ls.family[c]]
+        out[c, :T] = head.clip_flows(ls.controls[c], names)
+    return out
+
+
+def to_context(z: torch.Tensor, cond: dict) -> torch.Tensor:
+    """Frames (B, T, …) as context: moved by the camera's flow to the next frame (camera-context models)."""
+    flow = cond.get("ctx_flow")
+    if flow is None:
+        return z
+    from .motion import warp_affine
+
+    B, T = z.shape[:2]
+    return warp_affine(z.flatten(0, 1), flow.reshape(B * T, -1)).view(z.shape)
 
 
 def residual_base(z_ctx: torch.Tensor) -> torch.Tensor:
@@ -474,6 +502,7 @@ def self_rollout(net, z_ctx, tau_ctx, cond, scale: float, rng_t: torch.Generator
         tau_new = ones
         if tcfg.rollout_noise:  # committed as the runtime does, its noise level given
             pred, tau_new = noised_context(pred, tcfg.ctx_noise, rng_t)
+        pred = to_context(pred, cond)
         z_ctx = torch.cat([z_ctx[:, :1], pred[:, 1:]], dim=1)
         tau_ctx = torch.cat([tau_ctx[:, :1], tau_new[:, 1:]], dim=1)
     return z_ctx, tau_ctx
@@ -508,6 +537,7 @@ def world_loss(model, net, z, cond, tcfg: WorldTrain, rng_t: torch.Generator, ro
     eps = torch.randn(z.shape, generator=rng_t, device=dev)
     # context: clean latents with a little noise, its level given to the model (tau_ctx < 1)
     z_ctx, tau_ctx = noised_context(z, tcfg.ctx_noise, rng_t)
+    z_ctx = to_context(z_ctx, cond)
     n_sc = int(round(B * tcfg.shortcut_frac))
     n_ro = min(B - n_sc, int(round(B * rollout_frac))) if residual else 0
     if n_ro:  # the last n_ro windows see their own predictions as context
@@ -646,6 +676,12 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
         mcfg.guidance_in = True
     if tcfg.control_film:
         mcfg.control_film = True
+    flows = None
+    if tcfg.camera:
+        mcfg.camera_context = True
+        flows = clip_flows(ls, tcfg.camera, families)
+    elif mcfg.camera_context:
+        raise ValueError("these weights draw frames from camera-moved context: train them with --camera motion.json")
     torch.manual_seed(tcfg.seed + env.rank)
     model = Dynamics(mcfg).to(env.device)
     if init:
@@ -673,7 +709,8 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
         frac = progress()
         for g in opt.param_groups:
             g["lr"] = cosine_lr(int(frac * 10000), 10000, tcfg.lr, int(10000 * tcfg.warmup / max(tcfg.steps, 1)))
-        z, cond = make_batch(ls, train_clips, tcfg.batch, tcfg.window, rng, env.device, tcfg.drop_p, mcfg.families)
+        z, cond = make_batch(ls, train_clips, tcfg.batch, tcfg.window, rng, env.device, tcfg.drop_p, mcfg.families,
+                             flows)
         with autocast:
             loss, parts = world_loss(model, net, z, cond, tcfg, gen,
                                      tcfg.rollout_frac if frac >= tcfg.rollout_start else 0.0)
@@ -686,7 +723,7 @@ def train_world(data: str | Sequence[str], out: str, tokenizer: str | None, tcfg
         if step % tcfg.eval_every == 0 or last:
             with torch.no_grad(), autocast:
                 ez, econd = make_batch(ls, held, tcfg.batch, tcfg.window, np.random.default_rng(99), env.device,
-                                       0.0, mcfg.families)
+                                       0.0, mcfg.families, flows)
                 el, _ = world_loss(model, model, ez, econd, tcfg, torch.Generator(device=env.device).manual_seed(5))
             row["eval_loss"] = env.mean(float(el.item()))
             bar.set_postfix(loss=f"{row['loss']:.3f}", eval=f"{row['eval_loss']:.3f}")

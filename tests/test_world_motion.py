@@ -1,0 +1,151 @@
+"""The camera head: the motion knobs' global flow, fitted on the renderer, warping latents at run time and in training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vprod.world import NEUTRAL
+from vprod.world.dynamics import Dynamics, DynamicsConfig
+from vprod.world.motion import FEATURES, PARAMS, CameraHead, motion_clips, robust_fit, warp_affine
+from vprod.world.model import WorldModel
+from vprod.world.tokenizer import Tokenizer, TokenizerConfig
+
+
+def shift_head(px: float, family: str = "plasma") -> CameraHead:
+    """A head whose only motion is `px` pixels a frame to the right per unit of turn (yaw 1 = turn 1)."""
+    m = np.zeros((len(FEATURES), len(PARAMS)))
+    m[FEATURES.index("turn"), PARAMS.index("a0")] = px
+    return CameraHead({family: m})
+
+
+def test_the_warp_moves_each_latent_by_its_own_flow():
+    z = torch.zeros(2, 1, 18, 32)
+    z[:, 0, 9, 10] = 1.0
+    # 8 px at 256 wide is one latent cell: to the right for the first, down for the second (16 px at 144 high = 2)
+    out = warp_affine(z, torch.tensor([[8.0, 0, 0, 0, 0, 0], [0, 0, 0, 16.0, 0, 0]]))
+    assert out[0, 0, 9, 11] == pytest.approx(1.0) and out[0, 0, 9, 10] == pytest.approx(0.0)
+    assert out[1, 0, 11, 10] == pytest.approx(1.0)
+    assert torch.allclose(warp_affine(z, torch.zeros(2, 6)), z)
+    # divergence (a1 = b2 > 0): the picture streams outwards from the centre, which stays
+    img = torch.arange(18 * 32, dtype=torch.float32).view(1, 1, 18, 32)
+    grown = warp_affine(img, torch.tensor([[0, 16.0, 0, 0, 0, 9.0]]))
+    assert abs(float(grown[0, 0, 9, 16] - img[0, 0, 9, 16])) < 40  # near the centre: little moved
+    assert float(grown[0, 0, 9, 31]) < float(img[0, 0, 9, 31])  # the right edge now shows what was further in
+
+
+def test_the_camera_head_fitted_on_the_renderer_turns_and_flies_the_right_way():
+    rng = np.random.default_rng(0)
+    x, y, tex = motion_clips("terrain", 5, rng, frames=16)
+    m = robust_fit(x, y, tex)
+    # turning right (turn > 0) moves the picture left by several pixels a frame at full turn
+    assert m[FEATURES.index("turn"), PARAMS.index("a0")] < -3.0
+    x, y, tex = motion_clips("tunnel", 5, rng, frames=16)
+    m = robust_fit(x, y, tex)
+    # flying forward streams the tunnel outwards: horizontal divergence grows with the speed
+    assert m[FEATURES.index("speed"), PARAMS.index("a1")] > 2.0
+    # and the fit explains the flow better than no motion at all on pairs it did not see
+    xh, yh, th = motion_clips("tunnel", 3, rng, frames=16, seed0=9000)
+    assert np.median(np.abs(yh - xh @ m)[:, 1]) < 0.6 * np.median(np.abs(yh)[:, 1])
+
+
+def test_a_camera_head_round_trips_blends_families_and_eases_the_pitch(tmp_path):
+    head = shift_head(6.0, "terrain")
+    head.maps["city"] = 2.0 * head.maps["terrain"]
+    head.save(tmp_path / "motion.json")
+    back = CameraHead.load(tmp_path / "motion.json")
+    assert back.maps.keys() == head.maps.keys() and np.allclose(back.maps["city"], head.maps["city"])
+    c = NEUTRAL.copy()
+    c[0] = 1.0  # full turn right
+    assert back.flow(c, "terrain")[0] == pytest.approx(6.0)
+    assert back.flow(c, {"terrain": 0.5, "city": 0.5})[0] == pytest.approx(9.0)
+    assert not back.flow(c, "ocean").any() and not back.flow(c, None).any()  # unknown or absent: no motion
+    # pitch eases towards its knob as the renderer's camera does: the step shrinks frame by frame
+    pitch = np.zeros((len(FEATURES), len(PARAMS)))
+    pitch[FEATURES.index("pitch_step"), PARAMS.index("b0")] = 60.0
+    ph = CameraHead({"terrain": pitch})
+    ph.reset(NEUTRAL)
+    up = NEUTRAL.copy()
+    up[1] = 1.0
+    steps = [ph.flow(up, "terrain")[3] for _ in range(5)]
+    assert steps[0] > 0 and all(a > b > 0 for a, b in zip(steps, steps[1:]))
+    doc = json.loads((tmp_path / "motion.json").read_text())
+    doc["features"] = ["turn"]
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="bad.json"):
+        CameraHead.load(tmp_path / "bad.json")
+
+
+def _tiny_camera_dynamics() -> Dynamics:
+    torch.manual_seed(0)
+    return Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
+                                   guidance_in=True, control_film=True, camera_context=True)).eval()
+
+
+def test_a_camera_context_model_draws_from_its_context_moved_by_the_knobs():
+    """A model that predicts no change, with the camera head: the next latent is the last one moved by the flow."""
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    dyn = _tiny_camera_dynamics()
+    for p in dyn.patch_out.parameters():
+        torch.nn.init.zeros_(p)
+    head = shift_head(8.0)
+    wm = WorldModel(tok, dyn, steps=2, dtype=torch.float32, look=None, camera=head)
+    assert wm.camera.where == "context"
+    wm.temperature, wm.ctx_noise = 0.0, 0.0
+    wm.reset(1, NEUTRAL, "plasma")
+    before = wm.last_latent.clone()
+    assert torch.allclose(wm.next_latent(NEUTRAL), before)  # straight on: nothing moves
+    right = NEUTRAL.copy()
+    right[0] = 1.0
+    z = wm.next_latent(right)
+    assert torch.allclose(z, warp_affine(before, torch.tensor([[8.0, 0, 0, 0, 0, 0]])), atol=1e-5)
+    assert torch.allclose(z[..., 1:], before[..., :-1], atol=1e-5)  # one latent cell to the right
+    with pytest.raises(FileNotFoundError, match="vprod train motion"):
+        WorldModel(tok, dyn, look=None, camera="/nonexistent/motion.json")
+
+
+def test_camera_context_training_moves_the_context_and_one_step_lowers_the_loss():
+    from vprod.world.train import WorldTrain, to_context, world_loss
+
+    m = Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
+                                guidance_in=True, control_film=True, camera_context=True))
+    torch.manual_seed(0)
+    z = torch.randn(4, 3, 8, 18, 32)
+    flow = torch.randn(4, 3, 6) * 4
+    c = {"control": torch.rand(4, 3, 8), "prev_control": torch.rand(4, 3, 8), "audio": torch.zeros(4, 3, 8),
+         "text": torch.randn(4, 3, 384), "family": torch.zeros(4, 3, dtype=torch.long),
+         "drop": torch.zeros(4, 3, 4, dtype=torch.bool), "ctx_flow": flow}
+    moved = to_context(z, c)
+    assert torch.allclose(moved[2, 1], warp_affine(z[2, 1][None], flow[2, 1][None])[0])
+    assert torch.equal(to_context(z, {k: v for k, v in c.items() if k != "ctx_flow"}), z)
+    tc = WorldTrain(shortcut_frac=0.25, guide_frac=0.5, rollout_temp=0.75, rollout_steps=2, rollout_noise=True,
+                    stats_weight=1.0)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+
+    def loss():
+        return world_loss(m, m, z, c, tc, torch.Generator().manual_seed(1), 0.25)[0]
+
+    before = loss()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after.detach()) < float(before.detach())
+
+
+def test_fitting_the_camera_head_from_the_command_line(tmp_path):
+    out = tmp_path / "motion"
+    r = subprocess.run([sys.executable, "-m", "vprod", "train", "motion", "--out", str(out), "--clips", "2",
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    head = CameraHead.load(out / "motion.json")
+    assert set(head.maps) == {"terrain", "city", "tunnel", "plasma", "starfield", "ocean"}
+    assert head.meta["how"].startswith("vprod train motion --clips 2")
+    held = json.loads((out / "heldout.json").read_text())
+    assert held["terrain"]["pairs"] > 0 and held["terrain"]["heldout_pairs"] > 0

@@ -1,0 +1,229 @@
+"""The camera head: how the motion knobs move the picture, as a global affine flow applied to each new latent.
+
+The dynamics learned the knobs that change the look (with the look head's help) but not the ones that fly the
+camera: turning the yaw, pitch or speed knob moved the model's picture by under 0.3 px a frame where the renderer
+moves it 1.5–7 px (docs/world-model, "Motion knobs"). What a motion knob does to the picture is, to first order, a
+global motion: a turn shifts it sideways, a pitch change shifts it up or down, speed makes it stream outwards. The
+camera head is that first-order motion, fitted by least squares to the renderer: for each family, the affine flow
+(u = a0 + a1·x + a2·y, v = b0 + b1·x + b2·y in pixels per frame at 256×144, x, y in −1..1) measured between
+consecutive rendered frames (dense optical flow, fitted per frame) as a linear function of the turn rate, the speed,
+the camera's pitch change and their products with the zoom. At run time the world model warps each new latent by
+the flow the knobs ask for; the dynamics then draws the detail (what comes in at the edges, parallax, animation).
+
+    vprod train motion --out runs/motion1     # renders its clips (~1 min); writes motion.json + held-out figures
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: The reference frame size the flow is measured in (pixels per frame at this size).
+REF_W, REF_H = 256, 144
+FEATURES = ("turn", "speed", "pitch_step", "turn·zoom", "speed·zoom", "pitch_step·zoom", "1")
+PARAMS = ("a0", "a1", "a2", "b0", "b1", "b2")
+
+
+def _pitch_rate() -> float:
+    from .render import DT, PITCH_TAU
+
+    return 1.0 - math.exp(-DT / PITCH_TAU)
+
+
+def features(controls: np.ndarray, pitch: float) -> tuple[np.ndarray, float]:
+    """Features of one step (controls of the new frame) and the eased camera pitch after it (−1..1)."""
+    c = np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
+    step = ((c[1] - 0.5) * 2.0 - pitch) * _pitch_rate()
+    turn, speed, zc = (c[0] - 0.5) * 2.0, c[2] ** 1.3, c[3] - 0.5
+    return np.array([turn, speed, step, turn * zc, speed * zc, step * zc, 1.0]), pitch + step
+
+
+class CameraHead:
+    """Per-family linear maps from the motion knobs to a global affine flow; warps latents by it."""
+
+    def __init__(self, maps: dict[str, np.ndarray], meta: dict | None = None):
+        self.maps = {k: np.asarray(v, np.float64).reshape(len(FEATURES), len(PARAMS)) for k, v in maps.items()}
+        self.meta = dict(meta or {})
+        self.gain = 1.0  # scales the flow (0 turns the head off)
+        self.where = "output"  # warp each new latent ("output") or the newest context frame before sampling
+        self.padding = "reflection"  # what enters at the edges: the picture mirrored (border smeared into dark bands)
+        self.pitch = 0.0  # the eased camera pitch, −1..1, as the renderer eases it
+
+    # --- state ---
+    def reset(self, controls) -> None:
+        c = np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
+        self.pitch = (c[1] - 0.5) * 2.0
+
+    def flow(self, controls, family: str | dict[str, float] | None) -> np.ndarray:
+        """The 6 affine numbers for the step into a frame with `controls` (advances the eased pitch). `family` is a
+        name or {name: weight} (a blend); an unknown or absent family moves nothing."""
+        f, self.pitch = features(controls, self.pitch)
+        weights = {family: 1.0} if isinstance(family, str) else dict(family or {})
+        out = np.zeros(len(PARAMS))
+        for name, w in weights.items():
+            m = self.maps.get(name)
+            if m is not None and w:
+                out += w * (f @ m)
+        return out * self.gain
+
+    # --- the warp ---
+    def warp(self, z: torch.Tensor, params: np.ndarray) -> torch.Tensor:
+        """z (B, C, H, W) moved by the affine flow `params` (pixels per frame at REF size): new(p) = old(p − flow)."""
+        if not np.any(params):
+            return z
+        p = torch.as_tensor(np.asarray(params, np.float32)).view(1, len(PARAMS)).expand(z.shape[0], -1)
+        return warp_affine(z, p, self.padding)
+
+    def clip_flows(self, controls: np.ndarray, families: list[str | None]) -> np.ndarray:
+        """(T, 6) flows of a clip: row t moves frame t−1 to frame t (row 0: zeros); the pitch starts eased."""
+        self.reset(controls[0])
+        out = np.zeros((len(controls), len(PARAMS)), np.float32)
+        for t in range(1, len(controls)):
+            out[t] = self.flow(controls[t], families[t])
+        return out
+
+    # --- files ---
+    def save(self, path: str | Path) -> None:
+        doc = {"features": FEATURES, "params": PARAMS, "ref_size": [REF_W, REF_H], "meta": self.meta,
+               "maps": {k: np.round(v, 5).tolist() for k, v in self.maps.items()}}
+        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CameraHead":
+        doc = json.loads(Path(path).read_text())
+        if tuple(doc.get("features", ())) != FEATURES or tuple(doc.get("params", ())) != PARAMS:
+            raise ValueError(f"{path}: camera head made for other features/params than this vprod's")
+        return cls({k: np.array(v) for k, v in doc["maps"].items()}, doc.get("meta"))
+
+
+_GRIDS: dict[tuple[int, int, str], torch.Tensor] = {}
+
+
+def warp_affine(z: torch.Tensor, params: torch.Tensor, padding: str = "reflection") -> torch.Tensor:
+    """Each latent of z (N, C, H, W) moved by its own affine flow params (N, 6) in pixels per frame at REF size
+    (see PARAMS): new(p) = old(p − flow(p)), bilinear. Differentiable in z."""
+    n, _, h, w = z.shape
+    key = (h, w, str(z.device))
+    base = _GRIDS.get(key)
+    if base is None:
+        ys = (torch.arange(h, dtype=torch.float32, device=z.device) + 0.5) / h * 2 - 1
+        xs = (torch.arange(w, dtype=torch.float32, device=z.device) + 0.5) / w * 2 - 1
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        base = _GRIDS[key] = torch.stack([gx, gy], -1)
+    gx, gy = base[..., 0], base[..., 1]
+    p = params.to(z.device, torch.float32).view(n, 6, 1, 1)
+    u = (p[:, 0] + p[:, 1] * gx + p[:, 2] * gy) * (2.0 / REF_W)  # pixels → normalised units
+    v = (p[:, 3] + p[:, 4] * gx + p[:, 5] * gy) * (2.0 / REF_H)
+    grid = torch.stack([gx - u, gy - v], -1)
+    out = F.grid_sample(z.float(), grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    return out.to(z.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fitting
+# ---------------------------------------------------------------------------------------------------------------
+
+_YX: dict[tuple[int, int], np.ndarray] = {}
+
+
+def affine_flow(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """The global affine flow (6 numbers, PARAMS) from `prev` to `cur` (RGB uint8, REF size): dense Farnebäck
+    flow, fitted by least squares weighted towards textured pixels (flat sky says nothing about motion)."""
+    import cv2
+
+    a, b = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY) for x in (prev, cur))
+    h, w = a.shape
+    basis = _YX.get((h, w))
+    if basis is None:
+        y, x = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
+        basis = _YX[(h, w)] = np.stack([np.ones_like(x), x, y], -1).reshape(-1, 3)
+    f = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    wt = np.sqrt(np.abs(cv2.Laplacian(a.astype(np.float32), cv2.CV_32F)).reshape(-1) + 1.0)
+    aw = basis * wt[:, None]
+    cu = np.linalg.lstsq(aw, f[..., 0].reshape(-1) * wt, rcond=None)[0]
+    cv = np.linalg.lstsq(aw, f[..., 1].reshape(-1) * wt, rcond=None)[0]
+    return np.concatenate([cu, cv])
+
+
+def motion_clips(family: str, clips: int, rng: np.random.Generator, frames: int = 24, seed0: int = 2000
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, flows and texture of consecutive frame pairs: each clip holds random knobs (pitch in 0.3–0.7, so the
+    ground stays in view) and moves the pitch knob once half-way."""
+    import cv2
+
+    from . import eval as E
+    from .render import RendererWorld
+
+    truth = RendererWorld(REF_W, REF_H)
+    xs, ys, tex = [], [], []
+    for k in range(clips):
+        c0 = rng.uniform(0, 1, 8)
+        c0[1] = rng.uniform(0.3, 0.7)
+        ctl = np.tile(c0.astype(np.float32), (frames, 1))
+        ctl[frames // 2:, 1] = rng.uniform(0.3, 0.7)
+        fr = E.truth_frames(truth, seed0 + 37 * k, family, ctl)
+        pitch = (ctl[0, 1] - 0.5) * 2.0
+        for t in range(1, len(fr)):
+            f, pitch = features(ctl[t], pitch)
+            g = cv2.cvtColor(fr[t - 1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+            xs.append(f)
+            ys.append(affine_flow(fr[t - 1], fr[t]))
+            tex.append(float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean()))
+    return np.array(xs), np.array(ys), np.array(tex)
+
+
+def ridge(x: np.ndarray, y: np.ndarray, strength: float = 0.01) -> np.ndarray:
+    """Least squares on features scaled to unit RMS, with a ridge of `strength` × rows: directions the clips hardly
+    vary (a pitch step times the zoom, in a family the pitch barely moves) stay small instead of absorbing noise."""
+    scale = np.sqrt((x ** 2).mean(0)) + 1e-9
+    xs = x / scale
+    m = np.linalg.solve(xs.T @ xs + strength * len(x) * np.eye(x.shape[1]), xs.T @ y)
+    return m / scale[:, None]
+
+
+def robust_fit(x: np.ndarray, y: np.ndarray, tex: np.ndarray, trim: float = 0.15, rounds: int = 2) -> np.ndarray:
+    """A ridge fit on the textured 80 % of pairs, then refitted `rounds` times without the worst `trim`."""
+    textured = tex > np.percentile(tex, 20)
+    keep = textured
+    m = ridge(x[keep], y[keep])
+    for _ in range(rounds):
+        r = np.abs(y - x @ m).sum(1)
+        keep = textured & (r < np.percentile(r[keep], 100 * (1 - trim)))
+        m = ridge(x[keep], y[keep])
+    return m
+
+
+def fit(out: str | Path, clips: int = 24, heldout: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+    """Fit the camera head on the renderer; writes motion.json and returns held-out figures per family."""
+    from tqdm import tqdm
+
+    from .render import FAMILIES
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    heldout = max(2, clips // 3) if heldout is None else heldout
+    t0 = time.time()
+    rng = np.random.default_rng(seed)
+    maps, report = {}, {}
+    for fam in tqdm(FAMILIES, desc="camera head", unit="family", disable=not progress, file=sys.stderr):
+        x, y, tex = motion_clips(fam, clips, rng)
+        xh, yh, th = motion_clips(fam, heldout, rng, seed0=9000)
+        m = maps[fam] = robust_fit(x, y, tex)
+        ok = th > np.percentile(th, 20)
+        err = np.abs(yh[ok] - xh[ok] @ m)
+        report[fam] = {"pairs": int(len(x)), "heldout_pairs": int(ok.sum()),
+                       "median_abs_error_px": dict(zip(PARAMS, np.round(np.median(err, 0), 3).tolist())),
+                       "median_abs_flow_px": dict(zip(PARAMS, np.round(np.median(np.abs(yh[ok]), 0), 3).tolist())),
+                       "turn_px_per_frame": round(float(-m[0, 0]), 3), "speed_divergence": round(float(m[1, 1]), 3)}
+    meta = {"how": f"vprod train motion --clips {clips} --seed {seed}", "seconds": round(time.time() - t0, 1),
+            "renderer_size": [REF_W, REF_H], "heldout": report}
+    CameraHead(maps, meta).save(out / "motion.json")
+    (out / "heldout.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
