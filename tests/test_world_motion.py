@@ -149,3 +149,26 @@ def test_fitting_the_camera_head_from_the_command_line(tmp_path):
     assert head.meta["how"].startswith("vprod train motion --clips 2")
     held = json.loads((out / "heldout.json").read_text())
     assert held["terrain"]["pairs"] > 0 and held["terrain"]["heldout_pairs"] > 0
+
+
+def test_held_knobs_cost_one_commit_a_frame_and_a_moved_knob_one_more():
+    """The newest frame enters the context already moved by the flow the held knobs give; only a change of flow
+    beyond the tolerance commits it again (moved by the new flow, from the unmoved latent)."""
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    dyn = _tiny_camera_dynamics()
+    commits = []
+    orig = dyn.commit
+    dyn.commit = lambda *a, **k: (commits.append(a[1].clone()), orig(*a, **k))[1]
+    wm = WorldModel(tok, dyn, steps=1, dtype=torch.float32, look=None, camera=shift_head(6.0))
+    right = NEUTRAL.copy()
+    right[0] = 0.9
+    wm.reset(1, right, "plasma")
+    for _ in range(4):
+        wm.next_latent(right)
+    assert len(commits) == 5  # the opening frame and one per frame
+    raw = wm._ctx_raw.clone()
+    harder = right.copy()
+    harder[0] = 1.0
+    wm.next_latent(harder)
+    assert len(commits) == 7  # the newest frame once more (moved 6 px instead of 4.8), then the new one
+    assert torch.allclose(commits[5], warp_affine(raw, torch.tensor([[6.0, 0, 0, 0, 0, 0]])), atol=1e-6)

@@ -99,6 +99,8 @@ class WorldModel:
                                         "it; `vprod train motion --out DIR` makes one)")
             camera = CameraHead.load(camera)
         self.camera: CameraHead | None = camera or None
+        self._ctx_raw: torch.Tensor | None = None  # the newest context frame before the camera moved it …
+        self._ctx_flow: np.ndarray | None = None  # … and the flow it was moved by (camera context)
         if self.camera is not None and self.dyn.cfg.camera_context:
             self.camera.where = "context"
         self._look_rest: torch.Tensor | None = None
@@ -229,21 +231,25 @@ class WorldModel:
         self._look_rest, self._look_left = None, 0
         if self.camera is not None:
             self.camera.reset(controls)
-        z = self.encode(first_frame)
-        with torch.no_grad(), self._dyn_autocast():
-            self.dyn.commit(self.cache, z, self.last_cond, self.t)
-        self.last_latent = z
-        self._last_tau = 1.0
+        self._commit_newest(self.encode(first_frame), self.last_cond, 1.0)
         return first_frame
 
     def observe(self, frame: np.ndarray) -> None:
         """The frame just produced truly was `frame`: it replaces our own in the context."""
         self.cache.pop()
-        z = self.encode(frame)
+        self._commit_newest(self.encode(frame), self.last_cond, 1.0)
+
+    def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
+        """z into the context as its newest frame (with its noise level). Camera-context weights see it moved by the
+        flow the camera head expects for the next step if the controls stay, so that step commits nothing again
+        unless they moved (see next_latent)."""
+        self._ctx_raw, self._ctx_flow = z, None
+        if self.camera is not None and self.camera.where == "context":
+            self._ctx_flow = self.camera.peek(cond["control"][0].cpu().numpy(), self._family_weights())
+            z = self.camera.warp(z, self._ctx_flow)
         with torch.no_grad(), self._dyn_autocast():
-            self.dyn.commit(self.cache, z, self.last_cond, self.t)
-        self.last_latent = z
-        self._last_tau = 1.0
+            self.dyn.commit(self.cache, z, cond, self.t, tau_ctx=tau)
+        self.last_latent, self._last_tau = z, tau
 
     def step(self, controls) -> np.ndarray:
         return self.decode_timed(self.next_latent(controls))
@@ -254,12 +260,15 @@ class WorldModel:
         flow = None
         if self.camera is not None:
             flow = self.camera.flow(controls, self._family_weights())
-            if self.camera.where == "context" and np.any(flow):
-                # the newest context frame, moved to where the camera is going: the dynamics draws the frame from it
-                self.cache.pop()
-                self.last_latent = self.camera.warp(self.last_latent, flow)
-                with torch.no_grad(), self._dyn_autocast():
-                    self.dyn.commit(self.cache, self.last_latent, self.last_cond, self.t, tau_ctx=self._last_tau)
+            if self.camera.where == "context":
+                # the newest context frame is moved to where the camera goes this step, and the dynamics draws the
+                # frame from it; committed so already unless the knobs moved the flow since (then: once more)
+                if self._ctx_flow is None or float(np.abs(flow - self._ctx_flow).max()) > self.camera.tolerance:
+                    self.cache.pop()
+                    self._ctx_flow = flow
+                    self.last_latent = self.camera.warp(self._ctx_raw, flow)
+                    with torch.no_grad(), self._dyn_autocast():
+                        self.dyn.commit(self.cache, self.last_latent, self.last_cond, self.t, tau_ctx=self._last_tau)
                 flow = None
         self.t += 1
         cond = self._cond(controls)
@@ -288,11 +297,9 @@ class WorldModel:
             if self.ctx_noise > 0:
                 zc = (1 - self.ctx_noise) * z + self.ctx_noise * torch.randn(
                     z.shape, generator=self.gen).to(self.device)
-            with self._dyn_autocast():
-                self.dyn.commit(self.cache, zc, cond, self.t, tau_ctx=1.0 - self.ctx_noise)
-            self._last_tau = 1.0 - self.ctx_noise
+        self._commit_newest(zc, cond, 1.0 - self.ctx_noise)
         t2 = time.perf_counter()
-        self.last_cond, self.last_latent = cond, zc
+        self.last_cond = cond
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
         return z
 

@@ -52,6 +52,7 @@ class CameraHead:
         self.maps = {k: np.asarray(v, np.float64).reshape(len(FEATURES), len(PARAMS)) for k, v in maps.items()}
         self.meta = dict(meta or {})
         self.gain = 1.0  # scales the flow (0 turns the head off)
+        self.tolerance = 0.25  # px: a context frame moved by a flow this close to the step's needs no second commit
         self.where = "output"  # warp each new latent ("output") or the newest context frame before sampling
         self.padding = "reflection"  # what enters at the edges: the picture mirrored (border smeared into dark bands)
         self.pitch = 0.0  # the eased camera pitch, −1..1, as the renderer eases it
@@ -72,6 +73,14 @@ class CameraHead:
             if m is not None and w:
                 out += w * (f @ m)
         return out * self.gain
+
+    def peek(self, controls, family: str | dict[str, float] | None) -> np.ndarray:
+        """flow() without easing the pitch on: the next step's flow if the controls stay."""
+        pitch = self.pitch
+        try:
+            return self.flow(controls, family)
+        finally:
+            self.pitch = pitch
 
     # --- the warp ---
     def warp(self, z: torch.Tensor, params: np.ndarray) -> torch.Tensor:
