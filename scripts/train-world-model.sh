@@ -6,7 +6,7 @@
 # --device cuda to the train commands).
 #
 #   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world6/world.safetensors
-#                                           #       runs/look1/look.safetensors vprod/world/weights/
+#                                           #       runs/look1/look.safetensors runs/motion1/motion.json vprod/world/weights/
 set -euo pipefail
 VPROD=${VPROD:-.venv/bin/vprod}
 DATA=${DATA:-data/worlds}
@@ -36,5 +36,7 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700 --no-control-film)  # sta
 "$VPROD" train world --data "$DATA,$KNOBS" --tokenizer "$TOK" --clips 700 --out "$RUNS/world6" --steps 701 \
   --lr 2e-4 --threads 1 --window 6 --rollout 0.5 --rollout-start 0 --rollout-depth 5 --rollout-temp 0.75 \
   --rollout-steps 2 --rollout-noise --stats 2 --init "$RUNS/world5/world.safetensors"
+# the camera head (opt-in at run time): how the motion knobs move the picture, fitted on rendered clips (~3 min)
+"$VPROD" train motion --out "$RUNS/motion1" --clips 64
 # the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
 "$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1

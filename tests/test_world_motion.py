@@ -172,3 +172,25 @@ def test_held_knobs_cost_one_commit_a_frame_and_a_moved_knob_one_more():
     wm.next_latent(harder)
     assert len(commits) == 7  # the newest frame once more (moved 6 px instead of 4.8), then the new one
     assert torch.allclose(commits[5], warp_affine(raw, torch.tensor([[6.0, 0, 0, 0, 0, 0]])), atol=1e-6)
+
+
+def test_with_other_weights_the_camera_head_moves_each_new_frame_and_gain_zero_turns_it_off():
+    """Weights trained without camera context: the head (opt-in) moves the sampled latent itself."""
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    torch.manual_seed(0)
+    dyn = Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
+                                  guidance_in=True, control_film=True)).eval()
+    for p in dyn.patch_out.parameters():
+        torch.nn.init.zeros_(p)
+    assert WorldModel(tok, dyn, look=None).camera is None  # not loaded unless asked for
+    wm = WorldModel(tok, dyn, steps=1, dtype=torch.float32, look=None, camera=shift_head(8.0))
+    assert wm.camera.where == "output"
+    wm.temperature, wm.ctx_noise = 0.0, 0.0
+    right = NEUTRAL.copy()
+    right[0] = 1.0
+    wm.reset(1, right, "plasma")
+    before = wm.last_latent.clone()
+    z = wm.next_latent(right)
+    assert torch.allclose(z[..., 1:], before[..., :-1], atol=1e-5)
+    wm.camera.gain = 0.0
+    assert torch.allclose(wm.next_latent(right), z, atol=1e-5)

@@ -47,8 +47,9 @@ class WorldModelSource(Source):
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
         "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
                                                "glide in, after the knob's own slew; 0: at once"),
-        "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the motion knobs (yaw, pitch, speed) move the picture: the "
-                             "camera head's flow × this (0: the dynamics alone)"),
+        "camera": FloatParam(0.0, 0.0, 2.0, doc="How far the camera head moves the picture with the motion knobs (yaw, "
+                             "pitch, speed): 1 as far as the renderer's camera; 0 off, the dynamics alone (they barely "
+                             "move it; the moved picture smears at its edges)"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -64,7 +65,8 @@ class WorldModelSource(Source):
 
     def open(self) -> None:
         from vprod.threads import configure_torch
-        from vprod.world.model import WEIGHTS_DIR, WorldModel, load_dynamics, load_tokenizer
+        from vprod.world.model import CAMERA_WEIGHTS, WEIGHTS_DIR, WorldModel, load_dynamics, load_tokenizer
+        from vprod.world.motion import CameraHead
 
         configure_torch(int(self.opts["threads"]))
         wpath = resolve_path(self.opts["weights"], self.config.preset_dir)[0] if self.opts["weights"] else \
@@ -77,6 +79,9 @@ class WorldModelSource(Source):
         dyn, meta = load_dynamics(wpath)
         self.world = WorldModel(load_tokenizer(tpath), dyn, steps=int(self.p.steps), device=self.opts["device"],
                                 families=tuple(meta["trained"].get("families", FAMILIES)))
+        if self.world.camera is None and CAMERA_WEIGHTS.is_file():  # the opt-in camera head (the `camera` gain)
+            self.world.camera = CameraHead.load(CAMERA_WEIGHTS)
+            self.world.camera.gain = float(self.p.camera)
         self._lock = threading.Lock()
         self._latest: np.ndarray | None = None
         self._latents = Mailbox()  # newest latent waiting for the decoder (latest wins)
