@@ -175,15 +175,17 @@ def test_weights_round_trip_with_config_and_provenance(tmp_path):
         load_weights(tmp_path / "w.safetensors", lambda c: None, "tokenizer")
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_one_training_step_lowers_the_loss(variant):
+@pytest.mark.parametrize("variant,camera", [(v, False) for v in VARIANTS] + [("residual+guidance", True)])
+def test_one_training_step_lowers_the_loss(variant, camera):
     from vprod.world.train import WorldTrain, world_loss
 
     torch.manual_seed(0)
-    m = Dynamics(DynamicsConfig(**TINY, **VARIANTS[variant]))
+    m = Dynamics(DynamicsConfig(**TINY, **VARIANTS[variant], camera_context=camera))
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
     z = torch.randn(4, 3, 8, 18, 32)
     c = conds(4, 3)
+    if camera:  # context frames moved by the camera head's flow (vprod.world.motion)
+        c["ctx_flow"] = torch.randn(4, 3, 6) * 4
     # every objective at once for the residual model: flow matching, shortcut, self-rollout, guided targets
     tc = WorldTrain(shortcut_frac=0.25 if variant != "plain" else 0.0, guide_frac=0.5)
     ro = 0.25 if variant != "plain" else 0.0

@@ -109,34 +109,17 @@ def test_a_camera_context_model_draws_from_its_context_moved_by_the_knobs():
         WorldModel(tok, dyn, look=None, camera="/nonexistent/motion.json")
 
 
-def test_camera_context_training_moves_the_context_and_one_step_lowers_the_loss():
-    from vprod.world.train import WorldTrain, to_context, world_loss
+def test_camera_context_training_moves_each_context_frame_by_its_flow():
+    """(One training step on such context lowering the loss: tests/test_world_model.py.)"""
+    from vprod.world.train import to_context
 
-    m = Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
-                                guidance_in=True, control_film=True, camera_context=True))
     torch.manual_seed(0)
     z = torch.randn(4, 3, 8, 18, 32)
     flow = torch.randn(4, 3, 6) * 4
-    c = {"control": torch.rand(4, 3, 8), "prev_control": torch.rand(4, 3, 8), "audio": torch.zeros(4, 3, 8),
-         "text": torch.randn(4, 3, 384), "family": torch.zeros(4, 3, dtype=torch.long),
-         "drop": torch.zeros(4, 3, 4, dtype=torch.bool), "ctx_flow": flow}
-    moved = to_context(z, c)
-    assert torch.allclose(moved[2, 1], warp_affine(z[2, 1][None], flow[2, 1][None])[0])
-    assert torch.equal(to_context(z, {k: v for k, v in c.items() if k != "ctx_flow"}), z)
-    tc = WorldTrain(shortcut_frac=0.25, guide_frac=0.5, rollout_temp=0.75, rollout_steps=2, rollout_noise=True,
-                    stats_weight=1.0)
-    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-
-    def loss():
-        return world_loss(m, m, z, c, tc, torch.Generator().manual_seed(1), 0.25)[0]
-
-    before = loss()
-    opt.zero_grad()
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        after = loss()
-    assert float(after.detach()) < float(before.detach())
+    moved = to_context(z, {"ctx_flow": flow})
+    for b, t in ((2, 1), (0, 2)):
+        assert torch.allclose(moved[b, t], warp_affine(z[b, t][None], flow[b, t][None])[0])
+    assert torch.equal(to_context(z, {}), z)
 
 
 def test_fitting_the_camera_head_from_the_command_line(tmp_path):
