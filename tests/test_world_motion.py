@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -12,8 +13,15 @@ import torch
 
 from vprod.world import NEUTRAL
 from vprod.world.dynamics import Dynamics, DynamicsConfig
-from vprod.world.motion import FEATURES, PARAMS, CameraHead, motion_clips, robust_fit, warp_affine
 from vprod.world.model import WorldModel
+from vprod.world.motion import (
+    FEATURES,
+    PARAMS,
+    CameraHead,
+    motion_clips,
+    robust_fit,
+    warp_affine,
+)
 from vprod.world.tokenizer import Tokenizer, TokenizerConfig
 
 
@@ -50,7 +58,7 @@ def test_the_camera_head_fitted_on_the_renderer_turns_and_flies_the_right_way():
     # flying forward streams the tunnel outwards: horizontal divergence grows with the speed
     assert m[FEATURES.index("speed"), PARAMS.index("a1")] > 2.0
     # and the fit explains the flow better than no motion at all on pairs it did not see
-    xh, yh, th = motion_clips("tunnel", 3, rng, frames=16, seed0=9000)
+    xh, yh, _ = motion_clips("tunnel", 3, rng, frames=16, seed0=9000)
     assert np.median(np.abs(yh - xh @ m)[:, 1]) < 0.6 * np.median(np.abs(yh)[:, 1])
 
 
@@ -73,7 +81,7 @@ def test_a_camera_head_round_trips_blends_families_and_eases_the_pitch(tmp_path)
     up = NEUTRAL.copy()
     up[1] = 1.0
     steps = [ph.flow(up, "terrain")[3] for _ in range(5)]
-    assert steps[0] > 0 and all(a > b > 0 for a, b in zip(steps, steps[1:]))
+    assert steps[0] > 0 and all(a > b > 0 for a, b in itertools.pairwise(steps))
     doc = json.loads((tmp_path / "motion.json").read_text())
     doc["features"] = ["turn"]
     (tmp_path / "bad.json").write_text(json.dumps(doc))
@@ -125,7 +133,7 @@ def test_camera_context_training_moves_each_context_frame_by_its_flow():
 def test_fitting_the_camera_head_from_the_command_line(tmp_path):
     out = tmp_path / "motion"
     r = subprocess.run([sys.executable, "-m", "vprod", "train", "motion", "--out", str(out), "--clips", "2",
-                        "--quiet"], capture_output=True, text=True, timeout=300)
+                        "--quiet"], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     head = CameraHead.load(out / "motion.json")
     assert set(head.maps) == {"terrain", "city", "tunnel", "plasma", "starfield", "ocean"}

@@ -105,7 +105,7 @@ class CameraHead:
         Path(path).write_text(json.dumps(doc, indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "CameraHead":
+    def load(cls, path: str | Path) -> CameraHead:
         doc = json.loads(Path(path).read_text())
         if tuple(doc.get("features", ())) != FEATURES or tuple(doc.get("params", ())) != PARAMS:
             raise ValueError(f"{path}: camera head made for other features/params than this vprod's")
@@ -227,7 +227,7 @@ def fit(out: str | Path, clips: int = 24, heldout: int | None = None, seed: int 
         m = maps[fam] = robust_fit(x, y, tex)
         ok = th > np.percentile(th, 20)
         err = np.abs(yh[ok] - xh[ok] @ m)
-        report[fam] = {"pairs": int(len(x)), "heldout_pairs": int(ok.sum()),
+        report[fam] = {"pairs": len(x), "heldout_pairs": int(ok.sum()),
                        "median_abs_error_px": dict(zip(PARAMS, np.round(np.median(err, 0), 3).tolist())),
                        "median_abs_flow_px": dict(zip(PARAMS, np.round(np.median(np.abs(yh[ok]), 0), 3).tolist())),
                        "turn_px_per_frame": round(float(-m[0, 0]), 3), "speed_divergence": round(float(m[1, 1]), 3)}
