@@ -4,13 +4,16 @@ The dynamics learned the knobs that change the look (with the look head's help) 
 camera: turning the yaw, pitch or speed knob moved the model's picture by under 0.3 px a frame where the renderer
 moves it 1.5–7 px (docs/world-model, "Motion knobs"). What a motion knob does to the picture is, to first order, a
 global motion: a turn shifts it sideways, a pitch change shifts it up or down, speed makes it stream outwards. The
-camera head is that first-order motion, fitted by least squares to the renderer: for each family, the affine flow
+camera head is that first-order motion, fitted by ridge regression to the renderer: for each family, the affine flow
 (u = a0 + a1·x + a2·y, v = b0 + b1·x + b2·y in pixels per frame at 256×144, x, y in −1..1) measured between
 consecutive rendered frames (dense optical flow, fitted per frame) as a linear function of the turn rate, the speed,
-the camera's pitch change and their products with the zoom. At run time the world model warps each new latent by
-the flow the knobs ask for; the dynamics then draws the detail (what comes in at the edges, parallax, animation).
+the camera's pitch change and their products with the zoom. At run time the world model moves each new latent by
+the flow the knobs ask for (the shipped weights: opt-in, the worldmodel source's `camera` gain), or, for weights
+trained with it (`vprod train world --camera`), its newest context frame, so that the dynamics draws the rest (what
+comes in at the edges, parallax, animation). Moving the 8×-downsampled latent by fractions of a cell blurs what the
+decoder draws, so neither beat the dynamics alone on rollout PSNR (docs/world-model has the figures).
 
-    vprod train motion --out runs/motion1     # renders its clips (~1 min); writes motion.json + held-out figures
+    vprod train motion --out runs/motion1 --clips 64   # renders its clips (~3 min); motion.json + held-out figures
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class CameraHead:
         self.gain = 1.0  # scales the flow (0 turns the head off)
         self.tolerance = 0.25  # px: a context frame moved by a flow this close to the step's needs no second commit
         self.where = "output"  # warp each new latent ("output") or the newest context frame before sampling
-        self.padding = "reflection"  # what enters at the edges: the picture mirrored (border smeared into dark bands)
+        self.padding = "reflection"  # what enters at the edges (for shifts under half a cell: the edge cell itself)
         self.pitch = 0.0  # the eased camera pitch, −1..1, as the renderer eases it
 
     # --- state ---
