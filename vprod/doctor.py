@@ -548,17 +548,16 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
         parts.append(f"{name} {path.stat().st_size / 1e6:.1f} MB" + (f" ({steps} steps)" if steps else ""))
         if name == "world" and json.loads(meta.get("config") or "{}").get("camera_context"):
             cam = d / "motion.json"
+            fit = "vprod train motion --out runs/motion1, then copy runs/motion1/motion.json there"
             if not cam.is_file():
                 return Check("world-model", "fail", f"{cam} is missing: these world weights move their context by "
-                                                    "the camera head", "vprod train motion --out runs/motion1, then "
-                                                    "copy runs/motion1/motion.json there")
+                                                    "the camera head", fit)
             try:
                 from .world.motion import CameraHead
 
                 CameraHead.load(cam)
             except Exception as e:  # noqa: BLE001 - a broken file is a finding
-                return Check("world-model", "fail", f"{cam} is not a camera head: {_exc(e)}",
-                             "vprod train motion --out runs/motion1, then copy runs/motion1/motion.json there")
+                return Check("world-model", "fail", f"{cam} is not a camera head: {_exc(e)}", fit)
             parts.append("camera head")
     detail = ", ".join(parts) + f" in {d}"
     if missing_look:

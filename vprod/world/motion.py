@@ -40,9 +40,14 @@ def _pitch_rate() -> float:
     return 1.0 - math.exp(-DT / PITCH_TAU)
 
 
+def _knobs(controls) -> np.ndarray:
+    """The control vector as floats in 0..1 (a NaN counts as the neutral 0.5)."""
+    return np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
+
+
 def features(controls: np.ndarray, pitch: float) -> tuple[np.ndarray, float]:
     """Features of one step (controls of the new frame) and the eased camera pitch after it (−1..1)."""
-    c = np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
+    c = _knobs(controls)
     step = ((c[1] - 0.5) * 2.0 - pitch) * _pitch_rate()
     turn, speed, zc = (c[0] - 0.5) * 2.0, c[2] ** 1.3, c[3] - 0.5
     return np.array([turn, speed, step, turn * zc, speed * zc, step * zc, 1.0]), pitch + step
@@ -62,8 +67,7 @@ class CameraHead:
 
     # --- state ---
     def reset(self, controls) -> None:
-        c = np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
-        self.pitch = (c[1] - 0.5) * 2.0
+        self.pitch = (_knobs(controls)[1] - 0.5) * 2.0
 
     def flow(self, controls, family: str | dict[str, float] | None) -> np.ndarray:
         """The 6 affine numbers for the step into a frame with `controls` (advances the eased pitch). `family` is a
@@ -145,9 +149,10 @@ def warp_affine(z: torch.Tensor, params: torch.Tensor, padding: str = "reflectio
 _YX: dict[tuple[int, int], np.ndarray] = {}
 
 
-def affine_flow(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+def affine_flow(prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, float]:
     """The global affine flow (6 numbers, PARAMS) from `prev` to `cur` (RGB uint8, REF size): dense Farnebäck
-    flow, fitted by least squares weighted towards textured pixels (flat sky says nothing about motion)."""
+    flow, fitted by least squares weighted towards textured pixels (flat sky says nothing about motion); and
+    `prev`'s texture (mean absolute Laplacian of its grey)."""
     import cv2
 
     a, b = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2GRAY) for x in (prev, cur))
@@ -157,19 +162,18 @@ def affine_flow(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
         y, x = np.mgrid[-1:1:h * 1j, -1:1:w * 1j]
         basis = _YX[(h, w)] = np.stack([np.ones_like(x), x, y], -1).reshape(-1, 3)
     f = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-    wt = np.sqrt(np.abs(cv2.Laplacian(a.astype(np.float32), cv2.CV_32F)).reshape(-1) + 1.0)
+    lap = np.abs(cv2.Laplacian(a.astype(np.float32), cv2.CV_32F)).reshape(-1)
+    wt = np.sqrt(lap + 1.0)
     aw = basis * wt[:, None]
     cu = np.linalg.lstsq(aw, f[..., 0].reshape(-1) * wt, rcond=None)[0]
     cv = np.linalg.lstsq(aw, f[..., 1].reshape(-1) * wt, rcond=None)[0]
-    return np.concatenate([cu, cv])
+    return np.concatenate([cu, cv]), float(lap.mean())
 
 
 def motion_clips(family: str, clips: int, rng: np.random.Generator, frames: int = 24, seed0: int = 2000
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features, flows and texture of consecutive frame pairs: each clip holds random knobs (pitch in 0.3–0.7, so the
     ground stays in view) and moves the pitch knob once half-way."""
-    import cv2
-
     from . import eval as E
     from .render import RendererWorld
 
@@ -184,10 +188,10 @@ def motion_clips(family: str, clips: int, rng: np.random.Generator, frames: int 
         pitch = (ctl[0, 1] - 0.5) * 2.0
         for t in range(1, len(fr)):
             f, pitch = features(ctl[t], pitch)
-            g = cv2.cvtColor(fr[t - 1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+            flow, texture = affine_flow(fr[t - 1], fr[t])
             xs.append(f)
-            ys.append(affine_flow(fr[t - 1], fr[t]))
-            tex.append(float(np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean()))
+            ys.append(flow)
+            tex.append(texture)
     return np.array(xs), np.array(ys), np.array(tex)
 
 
