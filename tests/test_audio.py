@@ -381,7 +381,7 @@ def test_worldmodel_source_passes_audio_only_when_its_preset_asks(option):
     cls = PluginRegistry().load("worldmodel")
     src = cls(ElementConfig(layer="w", name="worldmodel", width=64, height=36, options={"audio": option}))
     src.world = SimpleNamespace(audio=None)  # process() only hands the vector over; the model thread reads it
-    src._lock, src._latest, src._error = threading.Lock(), None, ""
+    src._lock, src._latest, src._view, src._error = threading.Lock(), None, None, ""
     src._demand, src._credit = threading.Condition(), 0
     vec = [0.5, 0.4, 0.3, 0.2, 1.0, 0.9, 0.1, 0.5]
     src.process(FrameContext(width=64, height=36, signals={"audio_vec": vec}))

@@ -398,9 +398,12 @@ def test_world_model_weights_are_reported_and_a_missing_or_broken_file_says_how_
     from vprod.world.model import WEIGHTS_DIR
 
     c = doctor.check_world_model()
-    assert c.status == "ok" and "tokenizer" in c.detail and "look" in c.detail
-    for name in ("tokenizer", "world"):
+    assert c.status == "ok" and "tokenizer" in c.detail and "look" in c.detail and "camera head" in c.detail
+    for name in ("tokenizer", "world", "look"):
         shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path)
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "warn" and "no camera head" in c.detail and "vprod train motion" in c.fix
+    (tmp_path / "look.safetensors").unlink()
     c = doctor.check_world_model(tmp_path)
     assert c.status == "warn" and "no look head" in c.detail and "vprod train look" in c.fix
     (tmp_path / "world.safetensors").write_bytes(b"not weights")

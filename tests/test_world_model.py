@@ -484,7 +484,7 @@ def test_the_world_model_applies_the_look_head_once_the_knobs_moved_far_enough()
     look.register_forward_hook(lambda mod, inp, out: calls.append((inp[1].clone(), inp[2].clone())))
     tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
     wm = WorldModel(tok, tiny_dynamics(**VARIANTS["residual+guidance"]), steps=1, dtype=torch.float32, look=look)
-    wm.look_step = 0.1
+    wm.look_step, wm.memory_pull = 0.1, 0.0  # (the memory's own look: tests/test_world_memory.py)
     c = NEUTRAL.copy()
     wm.reset(1, c, "plasma")
     for _ in range(3):  # 0.04 per frame: acts at the third frame (0.12 from where it last acted), from there
@@ -512,7 +512,7 @@ def test_the_look_heads_change_glides_in_over_look_glide_frames():
     for p in dyn.patch_out.parameters():
         torch.nn.init.zeros_(p)  # the dynamics keep the last latent (temperature 0): only the look head changes it
     wm = WorldModel(tok, dyn, steps=1, dtype=torch.float32, look=look)
-    wm.temperature, wm.ctx_noise, wm.look_glide = 0.0, 0.0, 3
+    wm.temperature, wm.ctx_noise, wm.look_glide, wm.memory_pull = 0.0, 0.0, 3, 0.0
     wm.reset(1, NEUTRAL, "plasma")
     c = NEUTRAL.copy()
     c[4] = 0.9

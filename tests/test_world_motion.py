@@ -25,11 +25,25 @@ from vprod.world.motion import (
 from vprod.world.tokenizer import Tokenizer, TokenizerConfig
 
 
-def shift_head(px: float, family: str = "plasma") -> CameraHead:
-    """A head whose only motion is `px` pixels a frame to the right per unit of turn (yaw 1 = turn 1)."""
+def shift_head(px: float, family: str = "plasma", down: float = 0.0) -> CameraHead:
+    """A head whose only motion is `px` pixels a frame to the right per unit of turn (yaw 1 = turn 1), and `down`
+    pixels a frame down at any turn."""
     m = np.zeros((len(FEATURES), len(PARAMS)))
     m[FEATURES.index("turn"), PARAMS.index("a0")] = px
+    m[FEATURES.index("1"), PARAMS.index("b0")] = down
     return CameraHead({family: m})
+
+
+def still_dynamics(drift: float = 0.0) -> Dynamics:
+    """Tiny dynamics that predict no change (plus `drift` a frame, through the output's bias)."""
+    torch.manual_seed(0)
+    dyn = Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
+                                  guidance_in=True, control_film=True)).eval()
+    for p in dyn.patch_out.parameters():
+        torch.nn.init.zeros_(p)
+    if drift:
+        torch.nn.init.constant_(dyn.patch_out.bias, drift)
+    return dyn
 
 
 def test_the_warp_moves_each_latent_by_its_own_flow():
@@ -104,7 +118,7 @@ def test_a_camera_context_model_draws_from_its_context_moved_by_the_knobs():
     head = shift_head(8.0)
     wm = WorldModel(tok, dyn, steps=2, dtype=torch.float32, look=None, camera=head)
     assert wm.camera.where == "context"
-    wm.temperature, wm.ctx_noise = 0.0, 0.0
+    wm.temperature, wm.ctx_noise, wm.memory_pull = 0.0, 0.0, 0.0
     wm.reset(1, NEUTRAL, "plasma")
     before = wm.last_latent.clone()
     assert torch.allclose(wm.next_latent(NEUTRAL), before)  # straight on: nothing moves
@@ -165,18 +179,17 @@ def test_held_knobs_cost_one_commit_a_frame_and_a_moved_knob_one_more():
     assert torch.allclose(commits[5], warp_affine(raw, torch.tensor([[6.0, 0, 0, 0, 0, 0]])), atol=1e-6)
 
 
-def test_with_other_weights_the_camera_head_moves_each_new_frame_and_gain_zero_turns_it_off():
-    """Weights trained without camera context: the head (opt-in) moves the sampled latent itself."""
+def test_in_output_mode_the_camera_head_moves_each_new_frame_and_gain_zero_turns_it_off():
+    """The head's bilinear mode (measured and not the default: cells mode is, tests/test_world_memory.py) moves the
+    sampled latent itself."""
     tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
-    torch.manual_seed(0)
-    dyn = Dynamics(DynamicsConfig(d_model=32, layers=2, heads=2, context=2, sinks=2, residual=True, delta_scale=0.6,
-                                  guidance_in=True, control_film=True)).eval()
-    for p in dyn.patch_out.parameters():
-        torch.nn.init.zeros_(p)
-    assert WorldModel(tok, dyn, look=None).camera is None  # not loaded unless asked for
+    dyn = still_dynamics()
+    assert WorldModel(tok, dyn, look=None, camera=False).camera is None
+    shipped = WorldModel(tok, dyn, look=None).camera  # the shipped head, in cells mode
+    assert shipped is not None and shipped.where == "cells" and "terrain" in shipped.maps
     wm = WorldModel(tok, dyn, steps=1, dtype=torch.float32, look=None, camera=shift_head(8.0))
-    assert wm.camera.where == "output"
-    wm.temperature, wm.ctx_noise = 0.0, 0.0
+    wm.camera.where = "output"
+    wm.temperature, wm.ctx_noise, wm.memory_pull = 0.0, 0.0, 0.0
     right = NEUTRAL.copy()
     right[0] = 1.0
     wm.reset(1, right, "plasma")

@@ -260,13 +260,12 @@ def _rss_mb() -> float:
 def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     """Make `frames` output frames (world model → 1280×720); returns the time each one was finished.
 
-    Sequential: model, decoder and upscale on one thread. Pipelined: the model thread samples and commits latents
+    Sequential: model, decoder and upscale (with the camera's rest under a latent cell) on one thread. Pipelined: the model thread samples and commits latents
     while a second thread decodes and upscales the newest one, as the worldmodel source does."""
     import queue
 
-    import cv2
-
     from .world import NEUTRAL
+    from .world.motion import present
 
     def controls():
         return np.clip(NEUTRAL + rng.normal(0, 0.05, NEUTRAL.shape), 0, 1)
@@ -275,7 +274,8 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     warm = 5
     if not pipelined:
         for i in range(frames + warm):
-            cv2.resize(wm.decode_timed(wm.next_latent(controls())), out_size, interpolation=cv2.INTER_LINEAR)
+            z = wm.next_latent(controls())
+            present(wm.decode_timed(z), wm.view, out_size)
             if i >= warm:
                 done.append(time.perf_counter())
         return done
@@ -284,8 +284,8 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     def decoder():
         n = 0
         while n < frames + warm:
-            z = q.get()
-            cv2.resize(wm.decode_timed(z), out_size, interpolation=cv2.INTER_LINEAR)
+            z, view = q.get()
+            present(wm.decode_timed(z), view, out_size)
             n += 1
             if n > warm:
                 done.append(time.perf_counter())
@@ -293,7 +293,7 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     t = threading.Thread(target=decoder, daemon=True)
     t.start()
     for _ in range(frames + warm):
-        q.put(wm.next_latent(controls()))  # blocks only when the decoder is a whole frame behind
+        q.put((wm.next_latent(controls()), wm.view))  # blocks only when the decoder is a whole frame behind
     t.join()
     return done
 

@@ -531,7 +531,7 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
 
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     train = "reinstall vprod, or train them: scripts/train-world-model.sh (README, 'World model')"
-    parts, missing_look = [], False
+    parts, missing_look, context = [], False, False
     for name, needed in (("tokenizer", True), ("world", True), ("look", False)):
         path = d / f"{name}.safetensors"
         if not path.is_file():
@@ -546,23 +546,27 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
             return Check("world-model", "fail", f"{path} is not readable vprod weights: {_exc(e)}", train)
         steps = meta["trained"].get("steps")
         parts.append(f"{name} {path.stat().st_size / 1e6:.1f} MB" + (f" ({steps} steps)" if steps else ""))
-        if name == "world" and json.loads(meta.get("config") or "{}").get("camera_context"):
-            cam = d / "motion.json"
-            fit = "vprod train motion --out runs/motion1, then copy runs/motion1/motion.json there"
-            if not cam.is_file():
-                return Check("world-model", "fail", f"{cam} is missing: these world weights move their context by "
-                                                    "the camera head", fit)
-            try:
-                from .world.motion import CameraHead
+        if name == "world":
+            context = bool(json.loads(meta.get("config") or "{}").get("camera_context"))
+    cam = d / "motion.json"
+    fit = "vprod train motion --out runs/motion1, then copy runs/motion1/motion.json there"
+    if cam.is_file():
+        try:
+            from .world.motion import CameraHead
 
-                CameraHead.load(cam)
-            except Exception as e:  # noqa: BLE001 - a broken file is a finding
-                return Check("world-model", "fail", f"{cam} is not a camera head: {_exc(e)}", fit)
-            parts.append("camera head")
+            CameraHead.load(cam)
+        except Exception as e:  # noqa: BLE001 - a broken file is a finding
+            return Check("world-model", "fail", f"{cam} is not a camera head: {_exc(e)}", fit)
+        parts.append("camera head")
+    elif context:
+        return Check("world-model", "fail", f"{cam} is missing: these world weights move their context by the camera "
+                                            "head", fit)
     detail = ", ".join(parts) + f" in {d}"
     if missing_look:
         return Check("world-model", "warn", detail + "; no look head: knobs change the picture only slowly",
                      "vprod train look --out runs/look1, then copy runs/look1/look.safetensors there")
+    if not cam.is_file():
+        return Check("world-model", "warn", detail + "; no camera head: yaw and pitch do not turn the world", fit)
     return Check("world-model", "ok", detail)
 
 

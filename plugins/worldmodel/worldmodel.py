@@ -12,12 +12,22 @@ from __future__ import annotations
 import threading
 import time
 
-import cv2
 import numpy as np
 
-from vprod.engine import (BoolParam, ChoiceParam, FloatParam, FrameContext, IntParam, Mailbox, Source, TextParam,
-                          TriggerParam, resolve_path)
+from vprod.engine import (
+    BoolParam,
+    ChoiceParam,
+    FloatParam,
+    FrameContext,
+    IntParam,
+    Mailbox,
+    Source,
+    TextParam,
+    TriggerParam,
+    resolve_path,
+)
 from vprod.world import CONTROL_NAMES, NEUTRAL
+from vprod.world.motion import present
 from vprod.world.render import FAMILIES
 
 CONTROL_DOCS = {
@@ -47,9 +57,11 @@ class WorldModelSource(Source):
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
         "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
                                                "glide in, after the knob's own slew; 0: at once"),
-        "camera": FloatParam(0.0, 0.0, 2.0, doc="How far the camera head moves the picture with the motion knobs (yaw, "
-                             "pitch, speed): 1 as far as the renderer's camera; 0 off, the dynamics alone (they barely "
-                             "move it; the moved picture smears at its edges)"),
+        "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the camera head turns the world with yaw and pitch: 1 as "
+                             "far as the renderer's camera; 0 off, the dynamics alone (they barely move it)"),
+        "memory": FloatParam(0.2, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "
+                             "latent panorama around the camera, from the opening view): 0 the dynamics alone (they "
+                             "wash out within a second), higher steadier"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),
@@ -65,8 +77,12 @@ class WorldModelSource(Source):
 
     def open(self) -> None:
         from vprod.threads import configure_torch
-        from vprod.world.model import CAMERA_WEIGHTS, WEIGHTS_DIR, WorldModel, load_dynamics, load_tokenizer
-        from vprod.world.motion import CameraHead
+        from vprod.world.model import (
+            WEIGHTS_DIR,
+            WorldModel,
+            load_dynamics,
+            load_tokenizer,
+        )
 
         configure_torch(int(self.opts["threads"]))
         wpath = resolve_path(self.opts["weights"], self.config.preset_dir)[0] if self.opts["weights"] else \
@@ -79,11 +95,12 @@ class WorldModelSource(Source):
         dyn, meta = load_dynamics(wpath)
         self.world = WorldModel(load_tokenizer(tpath), dyn, steps=int(self.p.steps), device=self.opts["device"],
                                 families=tuple(meta["trained"].get("families", FAMILIES)))
-        if self.world.camera is None and CAMERA_WEIGHTS.is_file():  # the opt-in camera head (the `camera` gain)
-            self.world.camera = CameraHead.load(CAMERA_WEIGHTS)
+        self.world.memory_pull = float(self.p.memory)
+        if self.world.camera is not None:
             self.world.camera.gain = float(self.p.camera)
         self._lock = threading.Lock()
         self._latest: np.ndarray | None = None
+        self._view: np.ndarray | None = None  # how the latest frame is shown (the camera's sub-cell rest)
         self._latents = Mailbox()  # newest latent waiting for the decoder (latest wins)
         self._frames = 0
         self._error: str = ""
@@ -110,7 +127,7 @@ class WorldModelSource(Source):
                     self._reset_requested = False
                     frame = w.reset(int(self.p.seed), self._controls(), self.p.family)
                     with self._lock:
-                        self._latest = frame
+                        self._latest, self._view = frame, None
                     continue
                 if self.p.paused:
                     time.sleep(0.02)
@@ -130,8 +147,13 @@ class WorldModelSource(Source):
                 w.temperature = float(self.p.variety)
                 if w.camera is not None:
                     w.camera.gain = float(self.p.camera)
+                w.memory_pull = float(self.p.memory)
+                if w.memory is not None:
+                    w.memory.pull = w.memory_pull
+                elif w.memory_pull > 0 and w.last_latent is not None:  # turned on: from what is in view now
+                    w.memory = w.new_memory(w.last_latent)
                 z = w.next_latent(self._controls())
-                self._latents.put(z)
+                self._latents.put((z, w.view))
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
@@ -139,16 +161,17 @@ class WorldModelSource(Source):
     # --- the decode thread ---
     def _run_decoder(self) -> None:
         while not self._stop.is_set():
-            z = self._latents.take(0.2)
-            if z is None:
+            item = self._latents.take(0.2)
+            if item is None:
                 continue
+            z, view = item
             try:
                 frame = self.world.decode_timed(z)
             except Exception as e:  # noqa: BLE001
                 self._error = f"{type(e).__name__}: {e}"
                 continue
             with self._lock:
-                self._latest = frame
+                self._latest, self._view = frame, view
                 self._frames += 1
 
     # --- the frame loop's side ---
@@ -165,12 +188,11 @@ class WorldModelSource(Source):
             err, self._error = self._error, ""
             raise RuntimeError(f"world model: {err}")
         with self._lock:
-            frame = self._latest
+            frame, view = self._latest, self._view
         if frame is None:
             return np.zeros((ctx.height, ctx.width, 3), np.uint8)  # the first frame is still being made
-        if frame.shape[1] != ctx.width or frame.shape[0] != ctx.height:
-            frame = cv2.resize(frame, (ctx.width, ctx.height), interpolation=cv2.INTER_LINEAR)
-        return frame
+        # upscaled to the output, moved by the camera's rest under a latent cell (one resample either way)
+        return present(frame, view, (ctx.width, ctx.height))
 
     def close(self) -> None:
         stop = getattr(self, "_stop", None)

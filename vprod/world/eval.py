@@ -814,6 +814,7 @@ class EvalConfig:
     band_margin: float = 0.1  # band edges widened by the factor 1 + margin (seeds differ in palette)
     pass_fraction: float = 0.9  # a drift statistic passes when this fraction of windows lies in the band
     jump_window: int = 4  # ± frames around a switch for the jump ratio
+    jump_window_wide: int = 30  # … and ± frames for the same ratio over a whole dissolve (the world model's memory)
     feature_frames: int = 1000  # frames per stream for the Fréchet distance
     features: tuple[str, ...] = ("pixel",)
     readback: bool = True
@@ -859,6 +860,7 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
                            "(0 = nothing readable)",
             "switch_jump_ratio": "largest change within ±jump_window frames of a family switch / median "
                                  "change elsewhere; compare with reference.switch_jump_ratio",
+            "switch_jump_ratio_wide": "the same within ±jump_window_wide frames: a dissolve longer than jump_window",
         },
         "worlds": {name: {} for name in names},
     }
@@ -925,6 +927,7 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
                                    desc=f"{name} read-back probe")
             r["readback_r2"], r["readback_r2_mean"] = probe["r2"], probe["r2_mean"]
         r["switch_jump_ratio"] = _jump_report(rec, cfg.jump_window)
+        r["switch_jump_ratio_wide"] = _jump_report(rec, cfg.jump_window_wide)
         r["timing"] = _timing(rec)
 
     # 5. pictures

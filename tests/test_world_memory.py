@@ -1,0 +1,208 @@
+"""The world's memory and the camera head's cells mode: whole-cell moves of the latent, the rest on the picture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_world_motion import shift_head, still_dynamics  # (tests/ is on sys.path)
+
+from vprod.world import NEUTRAL
+from vprod.world.memory import WorldMemory
+from vprod.world.model import WorldModel
+from vprod.world.motion import present, resample
+from vprod.world.tokenizer import Tokenizer, TokenizerConfig
+
+
+def _latent(seed: int = 0, h: int = 18, w: int = 32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 8, h, w, generator=g)
+
+
+def test_the_memory_window_goes_round_sideways_and_looks_up_and_down_within_its_pad():
+    z = _latent()
+    mem = WorldMemory(z, pad=3)
+    assert torch.equal(mem.window(), z)
+    mem.shift(5, 0)  # the picture moved 5 cells right: the window shows what was 5 cells to its left
+    assert torch.equal(mem.window(), torch.roll(z, 5, dims=-1))
+    mem.shift(27, 0)  # a whole turn (32 cells) comes back to the start
+    assert torch.equal(mem.window(), z)
+    mem.shift(0, 2)  # the picture moved 2 cells down: the camera looks up, at the mirrored rows above
+    win = mem.window()
+    assert torch.equal(win[..., 2:, :], z[..., :-2, :])
+    assert torch.equal(win[..., 0, :], z[..., 2, :]) and torch.equal(win[..., 1, :], z[..., 1, :])
+    mem.shift(0, 10)  # past the pad: held at its edge
+    assert mem.oy == -3
+    mem.shift(0, -3)
+    assert torch.equal(mem.window(), z)
+
+
+def test_each_frame_is_pulled_towards_the_memory_whose_look_is_always_made_from_the_canvas_as_made():
+    z = _latent(0)
+    frame = _latent(1)
+    mem = WorldMemory(z, torch.zeros(1, 8), pull=0.25)
+    assert torch.allclose(mem.apply(frame), frame + 0.25 * (z - frame))
+    change = torch.full_like(mem.base, 0.5)
+    mem.relook(change)
+    mem.relook(change)  # not added up: the change from the canvas as made
+    assert torch.allclose(mem.window(), z + 0.5)
+    mem.shift(3, 1)
+    assert torch.allclose(mem.canvas, mem.base + 0.5)  # the whole canvas, in and out of view
+
+
+def test_a_new_memory_fades_in_over_the_switch():
+    old, new = _latent(0), _latent(1)
+    mem = WorldMemory(old, pull=1.0)  # pull 1: each frame is what the memory holds
+    mem.replace(new, fade_frames=4)
+    frames = [mem.apply(torch.zeros_like(old)) for _ in range(5)]
+    dist_old = [float((f - old).abs().mean()) for f in frames]
+    assert dist_old == sorted(dist_old) and dist_old[0] > 0  # further from the old world each frame …
+    assert torch.allclose(frames[3], new, atol=1e-6) and torch.equal(frames[4], new)  # … the new one after the fade
+
+
+def test_cells_mode_moves_the_latent_by_whole_cells_and_keeps_the_rest_in_the_view():
+    head = shift_head(3.0, down=-1.5)
+    assert head.where == "cells"
+    right = NEUTRAL.copy()
+    right[0] = 1.0  # turn 1: 3 px a frame to the right, and 1.5 px up at any turn
+    head.reset(right)
+    moved, total = np.zeros(2), np.zeros(2)
+    for _ in range(20):
+        flow = head.flow(right, "plasma")
+        total += flow[[0, 3]]
+        t = head.advance(flow, (18, 32))
+        if t is not None:
+            moved += head.cells
+            assert np.allclose(t[:2, :2], np.eye(2)) and np.allclose(t[:2, 2], -8.0 * np.array(head.cells))
+        # whole cells in the latent plus the rest in the view: exactly the flow so far, the rest under a cell
+        assert np.allclose(moved * 8.0 + head.view[:2, 2], total)
+        assert np.all(np.abs(head.view[:2, 2]) <= 0.6 * 8.0 + 1e-9)
+    assert moved[0] >= 6 and moved[1] <= -3
+
+
+def test_resample_shifts_cells_exactly_and_wraps_round_sideways():
+    z = _latent()
+    t = np.eye(3)
+    t[0, 2] = -2 * 8.0  # each cell from 2 cells to its left: the picture moves 2 cells right
+    assert torch.equal(resample(z, t), torch.roll(z, 2, dims=-1))
+    t = np.eye(3)
+    t[1, 2] = 8.0  # each cell from the one below: the picture moves up; the bottom row reflects
+    up = resample(z, t, wrap=False)
+    assert torch.equal(up[..., :-1, :], z[..., 1:, :]) and torch.equal(up[..., -1, :], z[..., -1, :])
+
+
+def test_present_shows_the_picture_moved_by_the_view_at_the_output_size():
+    frame = np.zeros((144, 256, 3), np.uint8)
+    frame[40:44, 40:44] = 255
+    view = np.eye(3)
+    view[:2, 2] = (3.0, -2.0)
+    out = present(frame, view)
+    ys, xs = np.nonzero(out[..., 0] > 127)
+    assert (xs.min(), ys.min()) == (43, 38)
+    big = present(frame, view, (1280, 720))  # 5× the size: the move scales with it
+    ys, xs = np.nonzero(big[..., 0] > 127)
+    assert abs(xs.min() - 5 * 43) <= 3 and abs(ys.min() - 5 * 38) <= 3
+    assert present(frame, None, (512, 288)).shape == (288, 512, 3)
+
+
+def _still_world(memory_pull: float = 0.0, drift: float = 0.0) -> WorldModel:
+    """A world whose dynamics predict no change (plus `drift` each frame)."""
+    tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
+    wm = WorldModel(tok, still_dynamics(drift), steps=1, dtype=torch.float32, look=None, camera=shift_head(8.0))
+    wm.temperature, wm.ctx_noise, wm.memory_pull = 0.0, 0.0, memory_pull
+    return wm
+
+
+def test_a_turning_world_moves_its_latent_round_by_whole_cells_and_shows_the_rest():
+    wm = _still_world()
+    right = NEUTRAL.copy()
+    right[0] = 0.75  # turn 0.5: 4 px a frame
+    wm.reset(1, right, "plasma")
+    start = wm.last_latent.clone()
+    frame = None
+    for _ in range(5):
+        z = wm.next_latent(right)
+        frame = wm.decode_timed(z, wm.view)
+    # 20 px: 2 whole cells in the latent (wrapped round), 4 px in the view
+    assert torch.allclose(z, torch.roll(start, 2, dims=-1), atol=1e-5)
+    assert np.allclose(wm.view[:2, 2], (4.0, 0.0))
+    assert np.array_equal(frame, present(wm.decode(z), wm.view))
+    wm.camera.gain = 0.0
+    assert wm.view is None  # no camera: the picture as decoded
+
+
+def test_the_memory_holds_the_world_against_dynamics_that_drift():
+    dist = {}
+    for pull in (0.0, 0.2):
+        wm = _still_world(memory_pull=pull, drift=0.05)
+        wm.reset(1, NEUTRAL, "plasma")
+        start = wm.last_latent.clone()
+        for _ in range(60):
+            z = wm.next_latent(NEUTRAL)
+        dist[pull] = float((z - start).abs().mean())
+    # without memory the drift adds up (60 × 0.05 × 0.6 = 1.8); with it the frame settles near drift / pull
+    assert dist[0.0] == pytest.approx(1.8, rel=0.05)
+    assert dist[0.2] < 0.2
+
+
+def test_a_family_switch_fades_the_memory_to_the_new_worlds_opening_view():
+    from vprod.world.render import RendererWorld
+
+    wm = _still_world(memory_pull=1.0)
+    wm.transition_frames, wm.memory_fade_frames = 3, 3
+    wm.reset(4, NEUTRAL, "plasma")
+    wm.set_family("tunnel")
+    for _ in range(4):
+        z = wm.next_latent(NEUTRAL)
+    new = wm.encode(RendererWorld(256, 144).reset(4, NEUTRAL, "tunnel"))
+    assert torch.allclose(z, new, atol=1e-5)
+
+
+def test_held_knobs_cost_one_commit_a_frame_in_cells_mode_and_a_changed_move_one_more():
+    """The newest frame enters the context already moved by the whole cells the next step will move it (if the
+    knobs stay); only a different move commits it again."""
+    wm = _still_world()
+    commits = []
+    orig = wm.dyn.commit
+    wm.dyn.commit = lambda *a, **k: (commits.append(a[1].clone()), orig(*a, **k))[1]
+    right = NEUTRAL.copy()
+    right[0] = 1.0  # 8 px a frame: one cell every frame
+    wm.reset(1, right, "plasma")
+    start = wm._ctx_raw.clone()
+    for _ in range(4):
+        wm.next_latent(right)
+    assert len(commits) == 5  # the opening frame and one per frame
+    assert torch.allclose(commits[0], torch.roll(start, 1, dims=-1))  # committed one cell on already
+    raw = wm._ctx_raw.clone()
+    wm.next_latent(NEUTRAL)  # straight on now: the newest frame was committed moved, so once more, unmoved
+    assert len(commits) == 7
+    assert torch.equal(commits[5], raw)
+
+
+def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made_at_most_every_few_frames():
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    torch.nn.init.normal_(look.out.weight, std=0.1)
+    calls = []
+    look.register_forward_hook(lambda mod, inp, out: calls.append((inp[0].shape[-2], inp[1].clone(), inp[2].clone())))
+    wm = _still_world(memory_pull=0.2)
+    wm.look, wm.look_step, wm.memory_relook_every = look, 0.05, 4
+    wm.reset(1, NEUTRAL, "plasma")
+    base = wm.memory.base.clone()
+    c = NEUTRAL.copy()
+    for _ in range(6):  # the look head acts every frame (0.06 a frame) …
+        c = c.copy()
+        c[4] -= 0.06
+        wm.next_latent(c)
+    canvas = [k for k in calls if k[0] == base.shape[-2]]  # … the canvas's look at frames 1 and 5 only
+    assert len(calls) - len(canvas) == 6 and len(canvas) == 2
+    assert all(np.allclose(k[1].numpy(), NEUTRAL) for k in canvas)  # always from the knobs it was made under
+    with torch.no_grad():
+        expect = base + look(base, torch.from_numpy(NEUTRAL[None]), canvas[-1][2])
+    assert torch.allclose(wm.memory.canvas, expect, atol=1e-5)
+    calls.clear()
+    wm.reset(2, NEUTRAL, "plasma")  # a new world starts its frame count again: its memory's look follows at once
+    wm.next_latent(c)
+    assert [k[0] for k in calls] == [base.shape[-2] // 2, base.shape[-2]]

@@ -1,0 +1,86 @@
+"""The world's memory: a latent panorama of the world around the camera that each new frame is pulled towards.
+
+The dynamics alone forget the world: each frame is drawn from the last few, their small errors compound, and within
+~30 frames (1 s) a terrain or a city has washed out into a lavender haze (docs/world-model, "The world's memory").
+The memory keeps what the world looks like where the camera is:
+
+- a canvas of latent cells, the width of the picture and `pad` cells more above and below it, made from the opening
+  frame (rows beyond it mirrored); its columns go round, so turning the camera a full width comes back to where it
+  started (a cylinder around the camera), and pitching it up or down looks at the rows above or below;
+- the window the camera sees, moved by whole cells as the camera head moves the picture (vprod.world.motion, cells
+  mode) — exact, so nothing blurs however far the camera turns;
+- each new frame is pulled `pull` of the way to the window;
+- the knobs' look (daylight, hue, fog, …) reaches the canvas through the look head, always from the canvas as it was
+  made and the knobs it was made under, so that a knob walked back and forth for hours leaves no trace (its changes
+  added up frame by frame drifted the stream to black in the evaluation).
+
+A new family or a reset starts a new canvas (from the renderer's opening frame of that family), faded in over the
+switch so the picture turns rather than cuts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class WorldMemory:
+    """A latent canvas (C, H + 2·pad, W) around the camera and the window (C, H, W) it sees now."""
+
+    def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4, pull: float = 0.1):
+        self.pad = int(pad)
+        self.pull = float(pull)
+        self.h, self.w = z.shape[-2:]
+        self.base = self._extend(z)  # the canvas as made, under …
+        self.controls = controls  # … these knobs (the look head's starting point)
+        self.canvas = self.base.clone()
+        self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
+        self._fade: tuple[torch.Tensor, int, int] | None = None  # (the old window, frames done, frames in all)
+
+    def _extend(self, z: torch.Tensor) -> torch.Tensor:
+        """z (1, C, H, W) with `pad` rows mirrored above and below."""
+        if self.pad <= 0:
+            return z.clone()
+        p = min(self.pad, self.h - 1)
+        top = z[..., 1:p + 1, :].flip(-2)
+        bottom = z[..., -p - 1:-1, :].flip(-2)
+        ext = torch.cat([top, z, bottom], dim=-2)
+        if p < self.pad:  # a very short picture: repeat the edge rows for the rest
+            ext = torch.nn.functional.pad(ext, (0, 0, self.pad - p, self.pad - p), mode="replicate")
+        return ext.clone()
+
+    # --- the window ---
+    def window(self) -> torch.Tensor:
+        rows = self.canvas[..., self.pad + self.oy:self.pad + self.oy + self.h, :]
+        return torch.roll(rows, shifts=self.ox, dims=-1)
+
+    def shift(self, kx: int, ky: int) -> None:
+        """The picture moved by (kx, ky) whole cells (content right / down): the window moves the other way."""
+        self.ox += int(kx)
+        self.oy = max(-self.pad, min(self.pad, self.oy - int(ky)))
+
+    # --- each frame ---
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        """The new frame `z` pulled towards what the memory holds at the window; the memory learns from it."""
+        win = self.window()
+        target = win
+        if self._fade is not None:  # a new canvas fading in: towards the old window, less each frame
+            old, done, total = self._fade
+            a = (done + 1) / total
+            a = a * a * (3 - 2 * a)
+            target = old + a * (win - old)
+            self._fade = (old, done + 1, total) if done + 1 < total else None
+        return z + self.pull * (target - z)
+
+    def relook(self, change: torch.Tensor) -> None:
+        """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now."""
+        self.canvas = self.base + change
+
+    def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0) -> None:
+        """A new canvas from `z` (the new world's opening latent, under `controls`), faded in over `fade_frames`
+        from the window now."""
+        old = self.window()
+        self.base = self._extend(z)
+        self.controls = controls
+        self.canvas = self.base.clone()
+        self.ox, self.oy = 0, 0
+        self._fade = (old, 0, int(fade_frames)) if fade_frames > 0 else None
