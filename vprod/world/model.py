@@ -149,9 +149,6 @@ class WorldModel:
         # longer): two worlds differ by far more than a frame's motion, and a 24-frame dissolve still changed the
         # picture by up to 7.6× a frame's median change (docs/world-model, "Smooth switches")
         self.memory_fade_frames = 90
-        self.memory_relook_every = 1  # frames between recomputing the memory's look (each act of the look head)
-        self._relook_to: torch.Tensor | None = None
-        self._relook_t = -(10 ** 9)
         self.memory: WorldMemory | None = None
         self.seed = 0
 
@@ -267,7 +264,6 @@ class WorldModel:
 
     def new_memory(self, z: torch.Tensor) -> WorldMemory | None:
         """A memory made from latent `z` (None while memory_pull is 0)."""
-        self._relook_to, self._relook_t = None, -(10 ** 9)  # (t restarts at a reset)
         if self.memory_pull <= 0:
             return None
         return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad, pull=self.memory_pull)
@@ -382,8 +378,10 @@ class WorldModel:
             self._look_rest = change if self._look_rest is None else self._look_rest + change
             self._look_left = max(1, int(self.look_glide))
             self._look_ref = c
-            self._relook_to = c  # the memory's look follows (see _relook)
-        self._relook()
+            mem = self.memory
+            if mem is not None and mem.controls is not None:  # the memory's look: from the canvas as made (2.6 ms)
+                with self._autocast():
+                    mem.relook(self.look(mem.base, mem.controls, c).float())
         if self._look_rest is None:
             return z
         part = self._look_rest / self._look_left
@@ -391,16 +389,6 @@ class WorldModel:
         if self._look_left == 0:
             self._look_rest = None
         return z + part
-
-    def _relook(self) -> None:
-        """The memory's look, from the canvas as made to the knobs of the look head's last act, at most once every
-        `memory_relook_every` frames (2.6 ms a time: the canvas is twice the picture)."""
-        mem, to = self.memory, self._relook_to
-        if mem is None or to is None or mem.controls is None or self.t - self._relook_t < self.memory_relook_every:
-            return
-        with self._autocast():
-            mem.relook(self.look(mem.base, mem.controls, to).float())
-        self._relook_to, self._relook_t = None, self.t
 
     def decode_timed(self, z: torch.Tensor, view: np.ndarray | None = None) -> np.ndarray:
         """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline). `view`: how
@@ -433,5 +421,4 @@ class WorldModel:
                 first = RendererWorld(w * f, h * f).reset(self.seed, self.last_cond["control"][0].cpu().numpy(), family)
                 self.memory.replace(self.encode(first), self.last_cond["control"],
                                     max(self.memory_fade_frames, self.transition_frames))
-                self._relook_to = None  # the new canvas is made under the knobs of now
         self.family = family
