@@ -14,8 +14,8 @@ The memory keeps what the world looks like where the camera is:
   made and the knobs it was made under, so that a knob walked back and forth for hours leaves no trace (its changes
   added up frame by frame drifted the stream to black in the evaluation).
 
-A new family or a reset starts a new canvas (from the renderer's opening frame of that family), faded in over the
-switch so the picture turns rather than cuts.
+A reset starts a new canvas from its opening frame; a new family one from the renderer's opening view of that
+family, dissolved in over WorldModel.memory_fade_frames (90) so the picture turns rather than cuts.
 """
 
 from __future__ import annotations
