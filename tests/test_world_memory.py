@@ -40,8 +40,8 @@ def test_the_memory_window_goes_round_sideways_and_looks_up_and_down_within_its_
 def test_each_frame_is_pulled_towards_the_memory_whose_look_is_always_made_from_the_canvas_as_made():
     z = _latent(0)
     frame = _latent(1)
-    mem = WorldMemory(z, torch.zeros(1, 8), pull=0.25)
-    assert torch.allclose(mem.apply(frame), frame + 0.25 * (z - frame))
+    mem = WorldMemory(z, torch.zeros(1, 8))
+    assert torch.allclose(mem.apply(frame, 0.25), frame + 0.25 * (z - frame))
     change = torch.full_like(mem.base, 0.5)
     mem.relook(change)
     mem.relook(change)  # not added up: the change from the canvas as made
@@ -52,9 +52,9 @@ def test_each_frame_is_pulled_towards_the_memory_whose_look_is_always_made_from_
 
 def test_a_new_memory_fades_in_over_the_switch():
     old, new = _latent(0), _latent(1)
-    mem = WorldMemory(old, pull=1.0)  # pull 1: each frame is what the memory holds
+    mem = WorldMemory(old)
     mem.replace(new, fade_frames=4)
-    frames = [mem.apply(torch.zeros_like(old)) for _ in range(5)]
+    frames = [mem.apply(torch.zeros_like(old), 1.0) for _ in range(5)]  # pull 1: what the memory holds
     dist_old = [float((f - old).abs().mean()) for f in frames]
     assert dist_old == sorted(dist_old) and dist_old[0] > 0  # further from the old world each frame …
     assert torch.allclose(frames[3], new, atol=1e-6) and torch.equal(frames[4], new)  # … the new one after the fade

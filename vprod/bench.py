@@ -260,8 +260,9 @@ def _rss_mb() -> float:
 def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     """Make `frames` output frames (world model → 1280×720); returns the time each one was finished.
 
-    Sequential: model, decoder and upscale (with the camera's rest under a latent cell) on one thread. Pipelined: the model thread samples and commits latents
-    while a second thread decodes and upscales the newest one, as the worldmodel source does."""
+    Sequential: model, decoder and upscale (with the camera's rest under a latent cell) on one thread. Pipelined:
+    the model thread samples and commits latents while a second thread decodes and upscales the newest one, as the
+    worldmodel source does."""
     import queue
 
     from .world import NEUTRAL

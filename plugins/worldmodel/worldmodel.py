@@ -148,9 +148,7 @@ class WorldModelSource(Source):
                 if w.camera is not None:
                     w.camera.gain = float(self.p.camera)
                 w.memory_pull = float(self.p.memory)
-                if w.memory is not None:
-                    w.memory.pull = w.memory_pull
-                elif w.memory_pull > 0 and w.last_latent is not None:  # turned on: from what is in view now
+                if w.memory is None and w.memory_pull > 0 and w.last_latent is not None:  # turned on: from what is in view now
                     w.memory = w.new_memory(w.last_latent)
                 z = w.next_latent(self._controls())
                 self._latents.put((z, w.view))

@@ -9,7 +9,7 @@ The memory keeps what the world looks like where the camera is:
   started (a cylinder around the camera), and pitching it up or down looks at the rows above or below;
 - the window the camera sees, moved by whole cells as the camera head moves the picture (vprod.world.motion, cells
   mode) — exact, so nothing blurs however far the camera turns;
-- each new frame is pulled `pull` of the way to the window;
+- each new frame is pulled some of the way to the window (WorldModel.memory_pull);
 - the knobs' look (daylight, hue, fog, …) reaches the canvas through the look head, always from the canvas as it was
   made and the knobs it was made under, so that a knob walked back and forth for hours leaves no trace (its changes
   added up frame by frame drifted the stream to black in the evaluation).
@@ -26,9 +26,8 @@ import torch
 class WorldMemory:
     """A latent canvas (C, H + 2·pad, W) around the camera and the window (C, H, W) it sees now."""
 
-    def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4, pull: float = 0.1):
+    def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4):
         self.pad = int(pad)
-        self.pull = float(pull)
         self.h, self.w = z.shape[-2:]
         self.base = self._extend(z)  # the canvas as made, under …
         self.controls = controls  # … these knobs (the look head's starting point)
@@ -59,8 +58,8 @@ class WorldMemory:
         self.oy = max(-self.pad, min(self.pad, self.oy - int(ky)))
 
     # --- each frame ---
-    def apply(self, z: torch.Tensor) -> torch.Tensor:
-        """The new frame `z` pulled towards what the memory holds at the window; the memory learns from it."""
+    def apply(self, z: torch.Tensor, pull: float) -> torch.Tensor:
+        """The new frame `z` pulled `pull` of the way towards what the memory holds at the window."""
         win = self.window()
         target = win
         if self._fade is not None:  # a new canvas fading in: towards the old window, less each frame
@@ -69,7 +68,7 @@ class WorldMemory:
             a = a * a * (3 - 2 * a)
             target = old + a * (win - old)
             self._fade = (old, done + 1, total) if done + 1 < total else None
-        return z + self.pull * (target - z)
+        return z + pull * (target - z)
 
     def relook(self, change: torch.Tensor) -> None:
         """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now."""

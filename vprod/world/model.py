@@ -266,7 +266,7 @@ class WorldModel:
         """A memory made from latent `z` (None while memory_pull is 0)."""
         if self.memory_pull <= 0:
             return None
-        return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad, pull=self.memory_pull)
+        return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad)
 
     def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
         """z into the context as its newest frame (with its noise level). Camera-context weights see it moved by the
@@ -349,7 +349,7 @@ class WorldModel:
             if self.look is not None:
                 z = self._with_look(z, cond["control"])
             if self.memory is not None:
-                z = self.memory.apply(z)
+                z = self.memory.apply(z, self.memory_pull)
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
