@@ -6,7 +6,8 @@
 # --device cuda to the train commands).
 #
 #   scripts/train-world-model.sh            # then: cp runs/tok1/tokenizer.safetensors runs/world6/world.safetensors
-#                                           #       runs/look1/look.safetensors runs/motion1/motion.json vprod/world/weights/
+#                                           #       runs/look1/look.safetensors runs/motion1/motion.json
+#                                           #       runs/prompt1/prompt.safetensors vprod/world/weights/
 set -euo pipefail
 VPROD=${VPROD:-.venv/bin/vprod}
 DATA=${DATA:-data/worlds}
@@ -40,3 +41,5 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700 --no-control-film)  # sta
 "$VPROD" train motion --out "$RUNS/motion1" --clips 64
 # the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
 "$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1
+# the prompt head: the family and knob offsets a prompt's words describe, fitted on the renderer's captions (~1 min)
+"$VPROD" train prompt --out "$RUNS/prompt1"

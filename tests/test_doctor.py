@@ -399,8 +399,13 @@ def test_world_model_weights_are_reported_and_a_missing_or_broken_file_says_how_
 
     c = doctor.check_world_model()
     assert c.status == "ok" and "tokenizer" in c.detail and "look" in c.detail and "camera head" in c.detail
+    assert "prompt" in c.detail
     for name in ("tokenizer", "world", "look"):
         shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path)
+    shutil.copy(WEIGHTS_DIR / "motion.json", tmp_path)
+    c = doctor.check_world_model(tmp_path)
+    assert c.status == "warn" and "no prompt head" in c.detail and "vprod train prompt" in c.fix
+    (tmp_path / "motion.json").unlink()
     c = doctor.check_world_model(tmp_path)
     assert c.status == "warn" and "no camera head" in c.detail and "vprod train motion" in c.fix
     (tmp_path / "look.safetensors").unlink()
@@ -421,7 +426,7 @@ def test_world_weights_that_move_their_context_by_the_camera_head_need_it(tmp_pa
     from vprod.world.dynamics import Dynamics, DynamicsConfig
     from vprod.world.model import WEIGHTS_DIR
 
-    for name in ("tokenizer", "look"):
+    for name in ("tokenizer", "look", "prompt"):
         shutil.copy(WEIGHTS_DIR / f"{name}.safetensors", tmp_path)
     cfg = DynamicsConfig(d_model=32, layers=1, heads=2, context=2, sinks=2, residual=True, camera_context=True)
     save_weights(tmp_path / "world.safetensors", Dynamics(cfg), "world", cfg.to_json(), {"steps": 1})

@@ -192,13 +192,34 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
     wm.reset(1, NEUTRAL, "plasma")
     base = wm.memory.base.clone()
     c = NEUTRAL.copy()
-    for _ in range(3):  # the look head acts every frame (0.06 a frame), on the picture and on the canvas
+    wm.look_glide = 1  # at once (the glide: below)
+    for _ in range(3):  # the look head acts every frame (0.06 a frame): once, on the canvas; not on the picture
         c = c.copy()
         c[4] -= 0.06
         wm.next_latent(c)
-    assert [k[0] for k in calls] == [base.shape[-2] // 2, base.shape[-2]] * 3
-    canvas = [k for k in calls if k[0] == base.shape[-2]]
-    assert all(np.allclose(k[1].numpy(), NEUTRAL) for k in canvas)  # always from the knobs it was made under
+    assert [k[0] for k in calls] == [base.shape[-2]] * 3 and wm._look_rest is None
+    assert all(np.allclose(k[1].numpy(), NEUTRAL) for k in calls)  # always from the knobs it was made under
     with torch.no_grad():
         expect = base + look(base, torch.from_numpy(NEUTRAL[None]), torch.from_numpy(c[None]))
     assert torch.allclose(wm.memory.canvas, expect, atol=1e-5)
+    # a change glides into the memory in equal parts while the pull follows it closely, then eases back
+    wm.look_glide, wm.look_pull = 4, 0.6
+    start = wm.memory.canvas.clone()
+    c = c.copy()
+    c[4] -= 0.06
+    with torch.no_grad():
+        end = base + look(base, torch.from_numpy(NEUTRAL[None]), torch.from_numpy(c[None]))
+    seen = []
+    apply = wm.memory.apply
+
+    def spy(z, pull):
+        out = apply(z, pull)
+        seen.append((pull, wm.memory.canvas.clone()))
+        return out
+
+    wm.memory.apply = spy
+    for _ in range(10):
+        wm.next_latent(c)
+    assert np.allclose([p for p, _ in seen], [0.6] * 5 + [0.45, 0.3, 0.2, 0.2, 0.2])
+    for k, (_, canvas) in enumerate(seen):
+        assert torch.allclose(canvas, start + min(1.0, (k + 1) / 4) * (end - start), atol=1e-5)

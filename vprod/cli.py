@@ -203,10 +203,15 @@ def cmd_train(args) -> int:
 
     configure_threads(args.threads)
     command = "vprod " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.what not in ("look", "motion") and not args.data:
+    if args.what not in ("look", "motion", "prompt") and not args.data:
         print(f"vprod train {args.what}: --data DIR is required", file=sys.stderr)
         return 2
-    if args.what == "motion":
+    if args.what == "prompt":
+        from .world.prompt import train_prompt
+
+        res = train_prompt(args.out, samples=args.clips or 20000, seed=args.seed, progress=not args.quiet,
+                           command=command)
+    elif args.what == "motion":
         from .world.motion import fit
 
         res = fit(args.out, clips=args.clips or 24, seed=args.seed, progress=not args.quiet)
@@ -345,9 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("train", help="train the tokenizer or the world model (torchrun for several processes)")
-    p.add_argument("what", choices=["tokenizer", "world", "look", "motion"],
+    p.add_argument("what", choices=["tokenizer", "world", "look", "motion", "prompt"],
                    help="look: the head that applies a knob's instant change of the picture (renders its own pairs); "
-                        "motion: the camera head, how the motion knobs move the picture (fitted on rendered clips)")
+                        "motion: the camera head, how the motion knobs move the picture (fitted on rendered clips); "
+                        "prompt: the head that reads the family and the knobs a prompt's words describe (fitted on "
+                        "the renderer's captions)")
     p.add_argument("--data",
                    help="dataset folder (vprod data render / footage); world: several, comma-separated, are "
                         "trained on together")
@@ -360,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--init", help="world: start from these weights (.safetensors), e.g. to fine-tune")
     p.add_argument("--clips", type=int, help="world: use only the first N clips of the dataset; motion: clips rendered "
-                   "per family (24)")
+                   "per family (24); prompt: captions (20000)")
     p.add_argument("--minutes", type=float, help="world: stop after this much training time (the LR follows it)")
     p.add_argument("--window", type=int, help="world: frames per training window")
     p.add_argument("--rollout", type=float, help="world: fraction of windows trained on their own predictions "

@@ -531,14 +531,14 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
 
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     train = "reinstall vprod, or train them: scripts/train-world-model.sh (README, 'World model')"
-    parts, missing_look, context = [], False, False
-    for name, needed in (("tokenizer", True), ("world", True), ("look", False)):
+    parts, missing, context = [], [], False
+    for name, needed in (("tokenizer", True), ("world", True), ("look", False), ("prompt", False)):
         path = d / f"{name}.safetensors"
         if not path.is_file():
             if needed:
                 return Check("world-model", "fail", f"{path} is missing: the worldmodel source (make run) cannot "
                                                     "start", train)
-            missing_look = True
+            missing.append(name)
             continue
         try:
             meta = read_metadata(path)
@@ -562,11 +562,15 @@ def check_world_model(weights_dir: str | os.PathLike | None = None) -> Check:
         return Check("world-model", "fail", f"{cam} is missing: these world weights move their context by the camera "
                                             "head", fit)
     detail = ", ".join(parts) + f" in {d}"
-    if missing_look:
+    if "look" in missing:
         return Check("world-model", "warn", detail + "; no look head: knobs change the picture only slowly",
                      "vprod train look --out runs/look1, then copy runs/look1/look.safetensors there")
     if not cam.is_file():
         return Check("world-model", "warn", detail + "; no camera head: yaw and pitch do not turn the world", fit)
+    if "prompt" in missing:
+        return Check("world-model", "warn", detail + "; no prompt head: a prompt barely changes the world (it names "
+                     "no family and moves no knob)",
+                     "vprod train prompt --out runs/prompt1, then copy runs/prompt1/prompt.safetensors there")
     return Check("world-model", "ok", detail)
 
 

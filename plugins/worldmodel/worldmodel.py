@@ -3,8 +3,9 @@
 A two-stage pipeline: the model thread samples each next latent and commits it to the context (one core); the
 decode thread turns the newest latent into a picture (the other core); `process()` only takes the newest picture
 and upscales it, so the frame loop never waits for the model. A prompt or family change is a new condition token,
-blended in over `transition` seconds: the running world turns towards it with no cut. `reset` restarts from the
-renderer's opening frame of the current family.
+blended in over `transition` seconds: the running world turns towards it with no cut; a prompt's words also name a
+family and move the knobs they describe (vprod.world.prompt). `reset` restarts from the renderer's opening frame of
+the current family.
 """
 
 from __future__ import annotations
@@ -48,15 +49,19 @@ class WorldModelSource(Source):
     params = {
         **{name: FloatParam(float(NEUTRAL[i]), 0.0, 1.0, slew=0.2, doc=CONTROL_DOCS[name])
            for i, name in enumerate(CONTROL_NAMES)},
-        "prompt": TextParam("", max_len=300, doc="Words the world turns towards (empty: none)"),
-        "family": ChoiceParam("terrain", FAMILIES, doc="Kind of world; a change steers there without a cut"),
+        "prompt": TextParam("", max_len=300, doc="Words the world turns towards, e.g. 'a city at night', 'red "
+                            "mountains', 'foggy, turning left': the kind of world they name and the knobs they "
+                            "describe, added to the knobs (empty: none)"),
+        "family": ChoiceParam("terrain", FAMILIES, doc="Kind of world; a change steers there without a cut (while "
+                              "the prompt names a kind of world, that one is shown)"),
         "steps": ChoiceParam("2", ("1", "2", "4"), doc="Flow steps per frame: 1 fastest, 4 finest"),
         "guidance": FloatParam(1.0, 1.0, 4.0, doc="Prompt/family strength (distilled into the shipped weights: one "
                                                   "pass per step at any strength)"),
         "variety": FloatParam(0.75, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
-        "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
-                                               "glide in, after the knob's own slew; 0: at once"),
+        "glide": FloatParam(0.1, 0.0, 2.0, doc="With the memory off: seconds a knob's instant change of look (the "
+                                               "look head's) takes to glide in, after the knob's own slew; 0: at "
+                                               "once (with the memory the picture follows the memory's look)"),
         "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the camera head turns the world with yaw and pitch: 1 as "
                              "far as the renderer's camera; 0 off, the dynamics alone (they barely move it)"),
         "memory": FloatParam(0.2, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "

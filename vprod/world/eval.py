@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from . import CONTROL_NAMES, NUM_CONTROLS
+from . import CONTROL_NAMES, NEUTRAL, NUM_CONTROLS
 from . import metrics as M
 
 #: Version of results.json's layout.
@@ -601,6 +601,56 @@ def readback_probe(world, model: ControlReadback, width: int, height: int, segme
     return {"r2": r2, "r2_mean": float(np.mean(vals)) if vals else None, "pairs": len(xs)}
 
 
+#: The knobs the prompt probe sets through words (render.caption names them), the motion knobs held neutral.
+PROMPT_PROBE_CONTROLS = ("daylight", "hue", "energy", "fog")
+
+
+def prompt_probe(world, model: ControlReadback, width: int, height: int, segments: int = 3, seed: int = 0,
+                 settle: int = 20, frames: int = 48, progress: bool = False, desc: str = "prompt probe") -> dict:
+    """Do a world's prompts steer it? Per family and segment: a random look (PROMPT_PROBE_CONTROLS) is asked for
+    once in words — the renderer's caption of it as the prompt, the knobs left at NEUTRAL — and once by the knobs
+    alone; frames `settle`..`frames` after the change are read back. R² per control of what was asked for (hue:
+    circular), for both, so the words compare with the knobs under one protocol. Worlds without set_prompt: None."""
+    from tqdm import tqdm
+
+    from .render import caption
+
+    if not hasattr(world, "set_prompt"):
+        return {}
+    rng = np.random.default_rng([seed, 5])
+    idx = [CONTROL_NAMES.index(n) for n in PROMPT_PROBE_CONTROLS]
+    out: dict[str, Any] = {}
+    jobs = [(f, fam, int(rng.integers(1 << 31)), rng.uniform(0.05, 0.95, len(idx))) for f, fam in
+            enumerate(model.families) for _ in range(segments)]
+    for how in ("prompt", "knobs"):
+        xs, ys, fams = [], [], []
+        for f, fam, s_, look in tqdm(jobs, desc=f"{desc} ({how})", unit="segment", disable=not progress,
+                                     file=sys.stderr):
+            asked = NEUTRAL.copy()
+            asked[idx] = look
+            world.set_prompt(None)
+            world.reset(s_, NEUTRAL, fam)
+            prev = None
+            for _ in range(8):
+                prev = np.asarray(world.step(NEUTRAL))
+            if how == "prompt":
+                world.set_prompt(caption(fam, asked))
+            for t in range(frames):
+                cur = np.asarray(world.step(asked if how == "knobs" else NEUTRAL))
+                if t >= settle:
+                    xs.append(readback_features(prev, cur))
+                    ys.append(asked)
+                    fams.append(f)
+                prev = cur
+        world.set_prompt(None)
+        r2 = model.r2(np.array(xs), np.array(ys), np.array(fams))
+        r2 = {n: r2[n] for n in PROMPT_PROBE_CONTROLS}
+        vals = [max(v, 0.0) for v in r2.values() if v is not None]
+        out[how] = {"r2": r2, "r2_mean": float(np.mean(vals)) if vals else None}
+    out["pairs"] = len(jobs) * (frames - settle)
+    return out
+
+
 def default_readback_dir(width: int, height: int) -> Path:
     root = Path(os.environ.get("VPROD_CACHE") or Path.home() / ".cache" / "vprod")
     return root / "eval" / f"readback-{width}x{height}"
@@ -822,6 +872,7 @@ class EvalConfig:
     readback_segments: int = 40  # jump segments per read-back training stream …
     readback_seeds: int = 8  # … and streams per family (≈45 s once at 256×144; the last one is held out)
     readback_probe_segments: int = 20  # jump segments per family when reading a world's controls back
+    prompt_probe_segments: int = 3  # looks per family asked for in words (and by the knobs) by the prompt probe
     sample_horizons: tuple[int, ...] = (1, 4, 16, 64)
     ssim: bool = True
     plots: bool = True
@@ -861,6 +912,9 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
             "switch_jump_ratio": "largest change within ±jump_window frames of a family switch / median "
                                  "change elsewhere; compare with reference.switch_jump_ratio",
             "switch_jump_ratio_wide": "the same within ±jump_window_wide frames: a dissolve longer than jump_window",
+            "prompt_readback": "worlds that take prompts: R² of the read-back of a look asked for in words (the "
+                               "renderer's caption as the prompt, knobs neutral) and, under the same protocol, by "
+                               "the knobs (prompt_probe)",
         },
         "worlds": {name: {} for name in names},
     }
@@ -926,6 +980,9 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
                                    seed=cfg.seed, context=cfg.context, progress=progress,
                                    desc=f"{name} read-back probe")
             r["readback_r2"], r["readback_r2_mean"] = probe["r2"], probe["r2_mean"]
+            if cfg.prompt_probe_segments > 0 and hasattr(world, "set_prompt"):
+                r["prompt_readback"] = prompt_probe(world, rb, w, h, segments=cfg.prompt_probe_segments,
+                                                    seed=cfg.seed, progress=progress, desc=f"{name} prompt probe")
         r["switch_jump_ratio"] = _jump_report(rec, cfg.jump_window)
         r["switch_jump_ratio_wide"] = _jump_report(rec, cfg.jump_window_wide)
         r["timing"] = _timing(rec)
@@ -952,6 +1009,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "psnr_at": ro.get("psnr_at"), "ssim_at": ro.get("ssim_at"), "delta_tpsnr": r.get("delta_tpsnr"),
             "drift_pass": d.get("pass"), "drift_failed": d.get("failed"),
             "frechet": r.get("frechet"), "readback_r2_mean": r.get("readback_r2_mean"),
+            "prompt_readback_r2_mean": r.get("prompt_readback", {}).get("prompt", {}).get("r2_mean"),
             "switch_jump_ratio": r.get("switch_jump_ratio", {}).get("median"),
             "step_ms_p50": r.get("timing", {}).get("step_ms_p50"),
         }

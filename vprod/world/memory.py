@@ -12,7 +12,8 @@ The memory keeps what the world looks like where the camera is:
 - each new frame is pulled some of the way to the window (WorldModel.memory_pull);
 - the knobs' look (daylight, hue, fog, …) reaches the canvas through the look head, always from the canvas as it was
   made and the knobs it was made under, so that a knob walked back and forth for hours leaves no trace (its changes
-  added up frame by frame drifted the stream to black in the evaluation).
+  added up frame by frame drifted the stream to black in the evaluation); the frames follow it by the pull, boosted
+  for a few frames after each change (WorldModel.look_pull).
 
 A reset starts a new canvas from its opening frame; a new family one from the renderer's opening view of that
 family, dissolved in over WorldModel.memory_fade_frames (90) so the picture turns rather than cuts.
@@ -34,6 +35,7 @@ class WorldMemory:
         self.canvas = self.base.clone()
         self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
         self._fade: tuple[torch.Tensor, int, int] | None = None  # (the old window, frames done, frames in all)
+        self._glide: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # a look change on its way in
 
     def _extend(self, z: torch.Tensor) -> torch.Tensor:
         """z (1, C, H, W) with `pad` rows mirrored above and below."""
@@ -60,6 +62,7 @@ class WorldMemory:
     # --- each frame ---
     def apply(self, z: torch.Tensor, pull: float) -> torch.Tensor:
         """The new frame `z` pulled `pull` of the way towards what the memory holds at the window."""
+        self._glide_on()
         win = self.window()
         target = win
         if self._fade is not None:  # a new canvas fading in: towards the old window, less each frame
@@ -70,16 +73,29 @@ class WorldMemory:
             self._fade = (old, done + 1, total) if done + 1 < total else None
         return z + pull * (target - z)
 
-    def relook(self, change: torch.Tensor) -> None:
-        """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now."""
-        self.canvas = self.base + change
+    def relook(self, change: torch.Tensor, frames: int = 0) -> None:
+        """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now: at once, or in
+        equal parts over the next `frames` frames (apply() takes a part each), so the pull moves no frame by more
+        than a part of it."""
+        if frames <= 1:
+            self.canvas, self._glide = self.base + change, None
+        else:
+            self._glide = (self.canvas - self.base, change, 0, int(frames))
 
-    def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0) -> None:
+    def _glide_on(self) -> None:
+        if self._glide is not None:
+            start, end, done, total = self._glide
+            done += 1
+            self.canvas = self.base + start + (done / total) * (end - start)
+            self._glide = (start, end, done, total) if done < total else None
+
+    def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
+                old: torch.Tensor | None = None) -> None:
         """A new canvas from `z` (the new world's opening latent, under `controls`), faded in over `fade_frames`
-        from the window now."""
-        old = self.window()
+        from the window now (or from `old`: the window now under the new knobs, when a prompt changed them too)."""
+        old = self.window() if old is None else old
         self.base = self._extend(z)
         self.controls = controls
-        self.canvas = self.base.clone()
+        self.canvas, self._glide = self.base.clone(), None
         self.ox, self.oy = 0, 0
         self._fade = (old, 0, int(fade_frames)) if fade_frames > 0 else None

@@ -19,11 +19,13 @@ from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
 from .memory import WorldMemory
 from .motion import CameraHead, present, resample
+from .prompt import PromptHead, PromptReading, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LOOK_WEIGHTS = WEIGHTS_DIR / "look.safetensors"
 CAMERA_WEIGHTS = WEIGHTS_DIR / "motion.json"
+PROMPT_WEIGHTS = WEIGHTS_DIR / "prompt.safetensors"
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -75,8 +77,8 @@ class WorldModel:
 
     def __init__(self, tokenizer: Tokenizer | None = None, dynamics: Dynamics | None = None, steps: int = 2,
                  device: str = "cpu", dtype: torch.dtype = torch.bfloat16, families: tuple[str, ...] = (),
-                 look: "LookNet | None | bool" = True, dynamics_dtype: torch.dtype | None = None,
-                 camera: "CameraHead | str | Path | None | bool" = True):
+                 look: LookNet | None | bool = True, dynamics_dtype: torch.dtype | None = None,
+                 camera: CameraHead | str | Path | None | bool = True):
         from .render import FAMILIES
 
         self.device = torch.device(device)
@@ -91,9 +93,10 @@ class WorldModel:
         self.look = look.to(self.device).eval() if look else None
         # the look head acts once the knobs have moved this far since it last acted (small steps add up its error)
         self.look_step = 0.05
-        # … and its change glides in over this many frames: a knob jump near a family switch otherwise made the one
-        # visible jump of the stream (measured: ratio 4.9 with the change at once; see docs/world-model)
-        self.look_glide = 8
+        # … and its change glides in over this many frames (the frame's without the memory, the memory's with it): a
+        # knob jump near a family switch otherwise made the one visible jump of the stream (measured: ratio 4.9 with
+        # the change at once; 3 frames = the plugin's 0.1 s; see docs/world-model, "A knob's look through the memory")
+        self.look_glide = 3
         # the camera head (vprod.world.motion): the global motion the motion knobs ask for, moving the picture by
         # whole latent cells (dynamics trained on camera-moved context, cfg.camera_context, need it and use it on
         # their context): True = the shipped one where present (a file name: that one)
@@ -121,7 +124,14 @@ class WorldModel:
         # convolutions gain from bf16 (decode 10.6 ms against 17.2 ms). A GPU runs both in `dtype`.
         self.dynamics_dtype = dynamics_dtype or (torch.float32 if self.device.type == "cpu" else dtype)
         self.text: np.ndarray | None = None  # prompt embedding (384,) or None
-        self.family: str | None = None
+        self.family: str | None = None  # the family the world shows: the prompt's where it names one, else …
+        self.family_asked: str | None = None  # … the one asked for (reset, set_family: the family knob)
+        # The prompt head (vprod.world.prompt): the family and the knob offsets a prompt's words describe, loaded with
+        # the first prompt; True = the shipped one where present (None: a prompt is the dynamics' text token alone)
+        self.prompt_head: PromptHead | None | bool = True
+        self.prompt: PromptReading | None = None
+        self._offset = (np.zeros(NUM_CONTROLS, np.float32), np.zeros(NUM_CONTROLS, np.float32), 0)  # from, to, t0
+        self._knobs: np.ndarray | None = None  # the knobs last asked for (before the prompt's offset)
         self.gen = torch.Generator(device="cpu")
         self.cache = None
         self.last_cond: dict | None = None
@@ -150,6 +160,11 @@ class WorldModel:
         # picture by up to 7.6× a frame's median change (docs/world-model, "Smooth switches")
         self.memory_fade_frames = 90
         self.memory: WorldMemory | None = None
+        # while the look head's change glides into the memory (look_glide frames), each frame is pulled at least this
+        # far towards it, easing back to memory_pull over as many frames again (docs/world-model, "A knob's look
+        # through the memory")
+        self.look_pull = 0.6
+        self._pull_boost = 0
         self.seed = 0
 
     @property
@@ -235,7 +250,12 @@ class WorldModel:
         from .render import RendererWorld
 
         self.gen.manual_seed(int(seed))
-        self.family = family if family is not None else self.families[int(seed) % len(self.families)]
+        self.family_asked = family if family is not None else self.families[int(seed) % len(self.families)]
+        self.family = self.prompt.family if self.prompt is not None and self.prompt.family else self.family_asked
+        target = self._prompt_offset()
+        self._offset = (target, target, 0)  # a new world opens with the prompt's look in full
+        self._knobs = np.asarray(controls, np.float32)
+        controls = steer(controls, target)
         if first_frame is None:
             h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
             w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
@@ -247,6 +267,7 @@ class WorldModel:
         self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
         self._look_ref = self.last_cond["control"]
         self._look_rest, self._look_left = None, 0
+        self._pull_boost = 0
         if self.camera is not None:
             self.camera.reset(controls)
         self._commit_newest(self.encode(first_frame), self.last_cond, 1.0)
@@ -298,6 +319,8 @@ class WorldModel:
     def next_latent(self, controls) -> torch.Tensor:
         """Sample the next frame's latent and commit it to the context (the model's share of a frame)."""
         t0 = time.perf_counter()
+        self._knobs = np.asarray(controls, np.float32)
+        controls = self.steered(controls)
         flow = None
         if self.camera is not None:
             flow = self.camera.flow(controls, self._family_weights())
@@ -349,7 +372,11 @@ class WorldModel:
             if self.look is not None:
                 z = self._with_look(z, cond["control"])
             if self.memory is not None:
-                z = self.memory.apply(z, self.memory_pull)
+                pull = self.memory_pull
+                if self._pull_boost > 0:  # the memory's look is changing: the frame follows it closely, then eases
+                    pull = max(pull, self.look_pull * min(1.0, self._pull_boost / max(1, int(self.look_glide))))
+                    self._pull_boost -= 1
+                z = self.memory.apply(z, pull)
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
@@ -369,19 +396,26 @@ class WorldModel:
         return {f: float(w) for f, w in zip(self.families, mix["family_w"]) if w > 0}
 
     def _with_look(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """z plus this frame's share of the knobs' instant change of look. The look head acts once the knobs have
-        moved look_step since it last acted; its change glides in over look_glide frames (with what is left of an
-        earlier one)."""
+        """The knobs' instant change of look. The look head acts once the knobs have moved look_step since it last
+        acted: with the memory on the memory's canvas (the frame follows by the pull); without, on the frame, its
+        change gliding in over look_glide frames (with what is left of an earlier one)."""
         if float((c - self._look_ref).abs().max()) >= self.look_step:
-            with self._autocast():
-                change = self.look(z, self._look_ref, c).float()
-            self._look_rest = change if self._look_rest is None else self._look_rest + change
-            self._look_left = max(1, int(self.look_glide))
-            self._look_ref = c
             mem = self.memory
-            if mem is not None and mem.controls is not None:  # the memory's look: from the canvas as made (2.6 ms)
+            if mem is not None and mem.controls is not None:
+                # With the memory the look head changes the memory's canvas — from the canvas as made, in one pass,
+                # gliding in over look_glide frames — and the frame follows by the pull, boosted meanwhile. Changing
+                # the frame as well (the head's small steps added up, and the pull and the dynamics' own answer on
+                # top) sent a quick daylight turn through black for ~6 frames.
+                glide = max(1, int(self.look_glide))
                 with self._autocast():
-                    mem.relook(self.look(mem.base, mem.controls, c).float())
+                    mem.relook(self.look(mem.base, mem.controls, c).float(), glide)
+                self._pull_boost = 2 * glide
+            else:
+                with self._autocast():
+                    change = self.look(z, self._look_ref, c).float()
+                self._look_rest = change if self._look_rest is None else self._look_rest + change
+                self._look_left = max(1, int(self.look_glide))
+            self._look_ref = c
         if self._look_rest is None:
             return z
         part = self._look_rest / self._look_left
@@ -401,15 +435,60 @@ class WorldModel:
         return frame
 
     # --- steering ---
+    def steered(self, controls) -> np.ndarray:
+        """The knobs moved by the prompt's offset (glided in over the transition after a prompt changes)."""
+        return steer(controls, self._offset_now())
+
+    def _offset_now(self) -> np.ndarray:
+        start, end, t0 = self._offset
+        x = min(1.0, (self.t - t0) / max(1, self.transition_frames))
+        return start + x * x * (3 - 2 * x) * (end - start)
+
+    def _prompt_offset(self) -> np.ndarray:
+        """The offset the prompt's words ask for, its hue for the family shown (the colour named is a palette's)."""
+        from .prompt import HUE, hue_offset
+
+        out = np.zeros(NUM_CONTROLS, np.float32)
+        if self.prompt is not None:
+            out[:] = self.prompt.offset
+            out[HUE] = hue_offset(self.prompt.colour, self.family)
+        return out
+
+    def _retarget_offset(self) -> None:
+        target = self._prompt_offset()
+        if not np.array_equal(target, self._offset[1]):
+            self._offset = (self._offset_now(), target, self.t)
+
     def set_prompt(self, text: str | None) -> None:
+        """Words the world turns towards: the dynamics' text token, and through the prompt head the family they
+        name and the knob offsets they describe (vprod.world.prompt), all blended in over the transition."""
         from .text import embed_one
 
-        new = embed_one(text) if text else None
-        if (new is None) != (self.text is None) or (new is not None and not np.array_equal(new, self.text)):
-            self._begin_blend()
+        new = np.array(embed_one(text)) if text else None
+        if (new is None) == (self.text is None) and (new is None or np.array_equal(new, self.text)):
+            return
+        self._begin_blend()
         self.text = new
+        head = self._prompt_head()
+        self.prompt = head.read(new, text) if head is not None and new is not None else None
+        self._switch_family(self.prompt.family if self.prompt is not None and self.prompt.family else
+                            self.family_asked)
+        self._retarget_offset()
+
+    def _prompt_head(self):
+        if self.prompt_head is True:
+            from .prompt import load_prompt_head
+
+            self.prompt_head = load_prompt_head(PROMPT_WEIGHTS) if PROMPT_WEIGHTS.is_file() else None
+        return self.prompt_head or None
 
     def set_family(self, family: str | None) -> None:
+        """The family asked for (the family knob); a prompt that names one shows that one while it is set."""
+        self.family_asked = family
+        named = self.prompt.family if self.prompt is not None else None
+        self._switch_family(named or family)
+
+    def _switch_family(self, family: str | None) -> None:
         if family != self.family:
             self._begin_blend()
             if self.memory is not None and family is not None and self.last_cond is not None:
@@ -418,7 +497,18 @@ class WorldModel:
 
                 h, w = self.last_latent.shape[-2:]
                 f = self.tok.cfg.downsample
-                first = RendererWorld(w * f, h * f).reset(self.seed, self.last_cond["control"][0].cpu().numpy(), family)
-                self.memory.replace(self.encode(first), self.last_cond["control"],
-                                    max(self.memory_fade_frames, self.transition_frames))
+                self.family = family
+                # under the knobs the new world will have once the prompt's offset (for this family) is in
+                knobs = self._knobs if self._knobs is not None else self.last_cond["control"][0].cpu().numpy()
+                ctl = steer(knobs, self._prompt_offset())
+                first = RendererWorld(w * f, h * f).reset(self.seed, ctl, family)
+                ctl_t = torch.from_numpy(ctl[None]).to(self.device)
+                old = self.memory.window()
+                if self.look is not None and not torch.equal(ctl_t, self.last_cond["control"]):
+                    # the old world fades out under the new knobs too (else its old look pulls the picture back)
+                    with torch.no_grad(), self._autocast():
+                        old = old + self.look(old, self.last_cond["control"], ctl_t).float()
+                self.memory.replace(self.encode(first), ctl_t, max(self.memory_fade_frames, self.transition_frames),
+                                    old=old)
         self.family = family
+        self._retarget_offset()

@@ -222,44 +222,38 @@ def _colours(family: str, k: Knobs) -> list[str]:
     return names
 
 
-def caption(family: str, controls) -> str:
-    """Plain words for a family under these controls, e.g. 'a foggy dusk flight over red mountains, slow'."""
+def caption_parts(family: str, controls) -> list[tuple[str, str]]:
+    """The words of `caption`, each with what it tells: (control name or "family", words), in caption order —
+    adjectives (energy, fog, daylight), the noun (the family, its colours: "family"), then the tail (speed, yaw,
+    pitch, zoom). A control in its middle range has no words."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} (one of {', '.join(FAMILIES)})")
     k = knobs(controls)
     cols = _colours(family, k)
     outdoor = family in ("terrain", "city", "ocean")
-    adj: list[str] = []
+    parts: list[tuple[str, str]] = []
     if k.energy > 0.8:
-        adj.append("wild")
+        parts.append(("energy", "wild"))
     elif k.energy > 0.6:
-        adj.append("restless")
+        parts.append(("energy", "restless"))
     elif k.energy < 0.12:
-        adj.append("calm")
+        parts.append(("energy", "calm"))
     if k.fog > 0.75:
-        adj.append("fog-bound" if outdoor else "murky")
+        parts.append(("fog", "fog-bound" if outdoor else "murky"))
     elif k.fog > 0.45:
-        adj.append("foggy" if outdoor else "hazy")
+        parts.append(("fog", "foggy" if outdoor else "hazy"))
     elif k.fog < 0.08 and outdoor:
-        adj.append("clear")
+        parts.append(("fog", "clear"))
     if outdoor:
-        if k.daylight < 0.15:
-            adj.append("night")
-        elif k.daylight < 0.35:
-            adj.append("twilight")
-        elif k.daylight < 0.6:
-            adj.append("dusk")
-        elif k.daylight > 0.88:
-            adj.append("bright midday")
-        else:
-            adj.append("sunny")
-    else:
-        if k.daylight < 0.2:
-            adj.append("dark")
-        elif k.daylight < 0.45:
-            adj.append("dim")
-        elif k.daylight > 0.85:
-            adj.append("bright")
+        day = ("night" if k.daylight < 0.15 else "twilight" if k.daylight < 0.35 else "dusk" if k.daylight < 0.6
+               else "bright midday" if k.daylight > 0.88 else "sunny")
+        parts.append(("daylight", day))
+    elif k.daylight < 0.2:
+        parts.append(("daylight", "dark"))
+    elif k.daylight < 0.45:
+        parts.append(("daylight", "dim"))
+    elif k.daylight > 0.85:
+        parts.append(("daylight", "bright"))
     c1 = cols[0]
     c2 = " and ".join(cols) if len(cols) > 1 else cols[0]
     sky = colour_name(215.0 + 0.3 * k.hue_deg)  # outdoor skies turn with a third of the hue knob
@@ -272,29 +266,45 @@ def caption(family: str, controls) -> str:
         "starfield": f"starfield with {_a(c2)} nebula",
         "ocean": f"voyage over {_a(c1)} ocean",
     }[family]
-    words = _a(" ".join(adj + [noun]))
-    tail: list[str] = []
+    parts.append(("family", noun))
     if k.speed < 0.04:
-        tail.append("still")
+        parts.append(("speed", "still"))
     elif k.speed < 0.25:
-        tail.append("slow")
+        parts.append(("speed", "slow"))
     elif k.speed > 0.85:
-        tail.append("very fast")
+        parts.append(("speed", "very fast"))
     elif k.speed > 0.65:
-        tail.append("fast")
+        parts.append(("speed", "fast"))
     if k.turn < -0.35:
-        tail.append("turning left")
+        parts.append(("yaw", "turning left"))
     elif k.turn > 0.35:
-        tail.append("turning right")
+        parts.append(("yaw", "turning right"))
     if k.pitch < 0.25:
-        tail.append("looking down")
+        parts.append(("pitch", "looking down"))
     elif k.pitch > 0.75:
-        tail.append("looking up")
+        parts.append(("pitch", "looking up"))
     if k.zoom > 0.8:
-        tail.append("zoomed in")
+        parts.append(("zoom", "zoomed in"))
     elif k.zoom < 0.2:
-        tail.append("wide angle")
-    return words + (", " + ", ".join(tail) if tail else "")
+        parts.append(("zoom", "wide angle"))
+    return parts
+
+
+#: The parts of a caption after its noun (joined by commas), the rest before it (joined by spaces).
+TAIL_PARTS = ("speed", "yaw", "pitch", "zoom")
+
+
+def join_caption(parts: list[tuple[str, str]]) -> str:
+    """Caption text from (some of) `caption_parts`: 'a foggy dusk flight over red mountains, slow'."""
+    head = [w for what, w in parts if what not in TAIL_PARTS]
+    tail = [w for what, w in parts if what in TAIL_PARTS]
+    text = _a(" ".join(head)) if head else ""
+    return ", ".join(([text] if text else []) + tail)
+
+
+def caption(family: str, controls) -> str:
+    """Plain words for a family under these controls, e.g. 'a foggy dusk flight over red mountains, slow'."""
+    return join_caption(caption_parts(family, controls))
 
 
 def _a(words: str) -> str:
