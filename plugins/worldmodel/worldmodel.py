@@ -112,6 +112,8 @@ class WorldModelSource(Source):
         self._stop = threading.Event()
         self._reset_requested = True
         self._prompt = None
+        self._embedding = ""  # the prompt whose embedding is being made on its own thread (the first loads the model)
+        self._embedded: set[str] = set()
         # one latent per output frame: the world moves at the frame rate, and no core is spent on frames nobody sees
         self._credit = 2
         self._demand = threading.Condition()
@@ -143,9 +145,9 @@ class WorldModelSource(Source):
                     self._credit -= 1
                 w.transition_frames = int(round(float(self.p.transition) * self.config.fps))
                 w.look_glide = max(1, int(round(float(self.p.glide) * self.config.fps)))
-                if self.p.prompt != self._prompt:
+                if self.p.prompt != self._prompt and self._prompt_ready(self.p.prompt):
                     self._prompt = self.p.prompt
-                    w.set_prompt(self._prompt or None)  # first use loads the sentence model (seconds)
+                    w.set_prompt(self._prompt or None)
                 w.set_family(self.p.family)
                 w.steps = int(self.p.steps)
                 w.guidance = float(self.p.guidance)
@@ -160,6 +162,25 @@ class WorldModelSource(Source):
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"
                 time.sleep(0.5)
+
+    def _prompt_ready(self, text: str) -> bool:
+        """Whether `text`'s embedding is ready; if not, it is made on its own thread — the first prompt loads the
+        sentence model (seconds), and the world keeps moving meanwhile."""
+        if not text or text in self._embedded:
+            return True
+        if self._embedding != text:
+            self._embedding = text
+            threading.Thread(target=self._embed, args=(text,), name="worldmodel-prompt", daemon=True).start()
+        return False
+
+    def _embed(self, text: str) -> None:
+        from vprod.world.text import embed_one
+
+        try:
+            embed_one(text)  # cached: set_prompt finds it
+            self._embedded.add(text)
+        except Exception as e:  # noqa: BLE001 - reported through process()
+            self._error = f"prompt {text!r}: {type(e).__name__}: {e}"
 
     # --- the decode thread ---
     def _run_decoder(self) -> None:

@@ -19,7 +19,7 @@ from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
 from .memory import WorldMemory
 from .motion import CameraHead, present, resample
-from .prompt import PromptHead, PromptReading, steer
+from .prompt import HUE, PromptHead, PromptReading, hue_offset, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -251,7 +251,7 @@ class WorldModel:
 
         self.gen.manual_seed(int(seed))
         self.family_asked = family if family is not None else self.families[int(seed) % len(self.families)]
-        self.family = self.prompt.family if self.prompt is not None and self.prompt.family else self.family_asked
+        self.family = self._family_to_show()
         target = self._prompt_offset()
         self._offset = (target, target, 0)  # a new world opens with the prompt's look in full
         self._knobs = np.asarray(controls, np.float32)
@@ -446,8 +446,6 @@ class WorldModel:
 
     def _prompt_offset(self) -> np.ndarray:
         """The offset the prompt's words ask for, its hue for the family shown (the colour named is a palette's)."""
-        from .prompt import HUE, hue_offset
-
         out = np.zeros(NUM_CONTROLS, np.float32)
         if self.prompt is not None:
             out[:] = self.prompt.offset
@@ -471,8 +469,7 @@ class WorldModel:
         self.text = new
         head = self._prompt_head()
         self.prompt = head.read(new, text) if head is not None and new is not None else None
-        self._switch_family(self.prompt.family if self.prompt is not None and self.prompt.family else
-                            self.family_asked)
+        self._switch_family(self._family_to_show())
         self._retarget_offset()
 
     def _prompt_head(self):
@@ -485,8 +482,11 @@ class WorldModel:
     def set_family(self, family: str | None) -> None:
         """The family asked for (the family knob); a prompt that names one shows that one while it is set."""
         self.family_asked = family
-        named = self.prompt.family if self.prompt is not None else None
-        self._switch_family(named or family)
+        self._switch_family(self._family_to_show())
+
+    def _family_to_show(self) -> str | None:
+        """The prompt's family where it names one, else the one asked for."""
+        return (self.prompt.family if self.prompt is not None else None) or self.family_asked
 
     def _switch_family(self, family: str | None) -> None:
         if family != self.family:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import CONTROL_NAMES, NEUTRAL, NUM_CONTROLS
-from .families import City, Knobs, Ocean, Plasma, Starfield, Terrain, Tunnel  # noqa: F401
+from .families import City, Knobs, Ocean, Plasma, Starfield, Terrain, Tunnel
 
-__all__ = ["FAMILIES", "RenderState", "Renderer", "RendererWorld", "caption", "CONTROL_NAMES", "NEUTRAL"]
+__all__ = ["CONTROL_NAMES", "FAMILIES", "NEUTRAL", "RenderState", "Renderer", "RendererWorld", "caption"]
 
 #: The world families, in a fixed order (a seed picks FAMILIES[seed % len(FAMILIES)] when none is given).
 FAMILIES: tuple[str, ...] = ("terrain", "city", "tunnel", "plasma", "starfield", "ocean")
@@ -232,28 +232,21 @@ def caption_parts(family: str, controls) -> list[tuple[str, str]]:
     cols = _colours(family, k)
     outdoor = family in ("terrain", "city", "ocean")
     parts: list[tuple[str, str]] = []
-    if k.energy > 0.8:
-        parts.append(("energy", "wild"))
-    elif k.energy > 0.6:
-        parts.append(("energy", "restless"))
-    elif k.energy < 0.12:
-        parts.append(("energy", "calm"))
-    if k.fog > 0.75:
-        parts.append(("fog", "fog-bound" if outdoor else "murky"))
-    elif k.fog > 0.45:
-        parts.append(("fog", "foggy" if outdoor else "hazy"))
-    elif k.fog < 0.08 and outdoor:
-        parts.append(("fog", "clear"))
+
+    def say(what: str, value: float, low: tuple = (), high: tuple = ()) -> None:
+        """The word of the first (limit, word) band `value` falls in: below a `low` limit, else above a `high` one."""
+        word = next((w for lim, w in low if value < lim), None) or next((w for lim, w in high if value > lim), None)
+        if word:
+            parts.append((what, word))
+
+    say("energy", k.energy, low=((0.12, "calm"),), high=((0.8, "wild"), (0.6, "restless")))
+    say("fog", k.fog, low=((0.08, "clear"),) if outdoor else (),
+        high=((0.75, "fog-bound" if outdoor else "murky"), (0.45, "foggy" if outdoor else "hazy")))
     if outdoor:
-        day = ("night" if k.daylight < 0.15 else "twilight" if k.daylight < 0.35 else "dusk" if k.daylight < 0.6
-               else "bright midday" if k.daylight > 0.88 else "sunny")
-        parts.append(("daylight", day))
-    elif k.daylight < 0.2:
-        parts.append(("daylight", "dark"))
-    elif k.daylight < 0.45:
-        parts.append(("daylight", "dim"))
-    elif k.daylight > 0.85:
-        parts.append(("daylight", "bright"))
+        say("daylight", k.daylight, low=((0.15, "night"), (0.35, "twilight"), (0.6, "dusk")),
+            high=((0.88, "bright midday"), (0.0, "sunny")))
+    else:
+        say("daylight", k.daylight, low=((0.2, "dark"), (0.45, "dim")), high=((0.85, "bright"),))
     c1 = cols[0]
     c2 = " and ".join(cols) if len(cols) > 1 else cols[0]
     sky = colour_name(215.0 + 0.3 * k.hue_deg)  # outdoor skies turn with a third of the hue knob
@@ -267,26 +260,10 @@ def caption_parts(family: str, controls) -> list[tuple[str, str]]:
         "ocean": f"voyage over {_a(c1)} ocean",
     }[family]
     parts.append(("family", noun))
-    if k.speed < 0.04:
-        parts.append(("speed", "still"))
-    elif k.speed < 0.25:
-        parts.append(("speed", "slow"))
-    elif k.speed > 0.85:
-        parts.append(("speed", "very fast"))
-    elif k.speed > 0.65:
-        parts.append(("speed", "fast"))
-    if k.turn < -0.35:
-        parts.append(("yaw", "turning left"))
-    elif k.turn > 0.35:
-        parts.append(("yaw", "turning right"))
-    if k.pitch < 0.25:
-        parts.append(("pitch", "looking down"))
-    elif k.pitch > 0.75:
-        parts.append(("pitch", "looking up"))
-    if k.zoom > 0.8:
-        parts.append(("zoom", "zoomed in"))
-    elif k.zoom < 0.2:
-        parts.append(("zoom", "wide angle"))
+    say("speed", k.speed, low=((0.04, "still"), (0.25, "slow")), high=((0.85, "very fast"), (0.65, "fast")))
+    say("yaw", k.turn, low=((-0.35, "turning left"),), high=((0.35, "turning right"),))
+    say("pitch", k.pitch, low=((0.25, "looking down"),), high=((0.75, "looking up"),))
+    say("zoom", k.zoom, low=((0.2, "wide angle"),), high=((0.8, "zoomed in"),))
     return parts
 
 
