@@ -59,9 +59,9 @@ class WorldModelSource(Source):
                                                   "pass per step at any strength)"),
         "variety": FloatParam(0.75, 0.0, 1.5, doc="Noise scale of the sampler: lower is steadier, higher livelier"),
         "transition": FloatParam(0.4, 0.0, 5.0, doc="Seconds a prompt or family change takes to blend in"),
-        "glide": FloatParam(0.1, 0.0, 2.0, doc="With the memory off: seconds a knob's instant change of look (the "
-                                               "look head's) takes to glide in, after the knob's own slew; 0: at "
-                                               "once (with the memory the picture follows the memory's look)"),
+        "glide": FloatParam(0.1, 0.0, 2.0, doc="Seconds a knob's instant change of look (the look head's) takes to "
+                                               "glide in — into the world's memory, which the picture follows, or "
+                                               "with the memory off into the picture — after the knob's own slew"),
         "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the camera head turns the world with yaw and pitch: 1 as "
                              "far as the renderer's camera; 0 off, the dynamics alone (they barely move it)"),
         "memory": FloatParam(0.2, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "
@@ -155,7 +155,9 @@ class WorldModelSource(Source):
                 if w.camera is not None:
                     w.camera.gain = float(self.p.camera)
                 w.memory_pull = float(self.p.memory)
-                if w.memory is None and w.memory_pull > 0 and w.last_latent is not None:  # turned on: from what is in view now
+                if w.memory_pull <= 0:  # turned off: the look head acts on the picture again, nothing pulls it
+                    w.memory = None
+                elif w.memory is None and w.last_latent is not None:  # turned on: from what is in view now
                     w.memory = w.new_memory(w.last_latent)
                 z = w.next_latent(self._controls())
                 self._latents.put((z, w.view))

@@ -597,8 +597,13 @@ def readback_probe(world, model: ControlReadback, width: int, height: int, segme
                 fams.append(f)
             prev = cur
     r2 = model.r2(np.array(xs), np.array(ys), np.array(fams))
+    return {"r2": r2, "r2_mean": _r2_mean(r2), "pairs": len(xs)}
+
+
+def _r2_mean(r2: dict[str, float | None]) -> float | None:
+    """The mean of max(R², 0) over the controls that have one (0 = nothing readable)."""
     vals = [max(v, 0.0) for v in r2.values() if v is not None]
-    return {"r2": r2, "r2_mean": float(np.mean(vals)) if vals else None, "pairs": len(xs)}
+    return float(np.mean(vals)) if vals else None
 
 
 #: The knobs the prompt probe sets through words (render.caption names them), the motion knobs held neutral.
@@ -610,7 +615,7 @@ def prompt_probe(world, model: ControlReadback, width: int, height: int, segment
     """Do a world's prompts steer it? Per family and segment: a random look (PROMPT_PROBE_CONTROLS) is asked for
     once in words — the renderer's caption of it as the prompt, the knobs left at NEUTRAL — and once by the knobs
     alone; frames `settle`..`frames` after the change are read back. R² per control of what was asked for (hue:
-    circular), for both, so the words compare with the knobs under one protocol. Worlds without set_prompt: None."""
+    circular), for both, so the words compare with the knobs under one protocol. Worlds without set_prompt: {}."""
     from tqdm import tqdm
 
     from .render import caption
@@ -645,8 +650,7 @@ def prompt_probe(world, model: ControlReadback, width: int, height: int, segment
         world.set_prompt(None)
         r2 = model.r2(np.array(xs), np.array(ys), np.array(fams))
         r2 = {n: r2[n] for n in PROMPT_PROBE_CONTROLS}
-        vals = [max(v, 0.0) for v in r2.values() if v is not None]
-        out[how] = {"r2": r2, "r2_mean": float(np.mean(vals)) if vals else None}
+        out[how] = {"r2": r2, "r2_mean": _r2_mean(r2)}
     out["pairs"] = len(jobs) * (frames - settle)
     return out
 
@@ -681,7 +685,7 @@ def train_readback(folder: str | os.PathLike, width: int = 256, height: int = 14
             m = ControlReadback.fit(x[fit_rows], y[fit_rows], fam[fit_rows], families, a)
             rows = val & (fam == f)
             r2 = m.r2(x[rows], y[rows], fam[rows])
-            scores.append(np.mean([max(v, 0.0) for v in r2.values() if v is not None]))
+            scores.append(_r2_mean(r2))
         best.append(grid[int(np.argmax(scores))])
     meta = {
         "what": "per-family ridge regression: readback_features(prev, cur) → controls in force for cur",
@@ -694,7 +698,7 @@ def train_readback(folder: str | os.PathLike, width: int = 256, height: int = 14
     }
     model = ControlReadback.fit(x[~test], y[~test], fam[~test], families, best, meta)
     meta["r2_heldout"] = model.r2(x[test], y[test], fam[test])
-    meta["r2_heldout_mean"] = float(np.mean([max(v, 0.0) for v in meta["r2_heldout"].values() if v is not None]))
+    meta["r2_heldout_mean"] = _r2_mean(meta["r2_heldout"])
     meta["r2_heldout_per_family"] = {fname: model.r2(x[test & (fam == f)], y[test & (fam == f)],
                                                      fam[test & (fam == f)]) for f, fname in enumerate(families)}
     meta["seconds"] = round(time.perf_counter() - t0, 1)
