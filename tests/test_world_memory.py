@@ -192,7 +192,7 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
     wm.reset(1, NEUTRAL, "plasma")
     base = wm.memory.base.clone()
     c = NEUTRAL.copy()
-    wm.look_glide = 1  # at once (the glide: below)
+    wm.look_glide, wm.look_every = 1, 1  # at once (the glide: below), every frame (at most every other: below)
     for _ in range(3):  # the look head acts every frame (0.06 a frame): once, on the canvas; not on the picture
         c = c.copy()
         c[4] -= 0.06
@@ -223,3 +223,31 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
     assert np.allclose([p for p, _ in seen], [0.6] * 5 + [0.45, 0.3, 0.2, 0.2, 0.2])
     for k, (_, canvas) in enumerate(seen):
         assert torch.allclose(canvas, start + min(1.0, (k + 1) / 4) * (end - start), atol=1e-5)
+
+
+def test_knobs_moving_every_frame_get_a_look_pass_every_other_frame_and_none_is_lost():
+    """look_every 2 (the default): a knob that moves each frame gets the look head at every other frame, each time to
+    the knobs of that frame; a move on the skipped frame is picked up at the next one, held knobs or not."""
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    calls = []
+    look.register_forward_hook(lambda mod, inp, out: calls.append(inp[2].clone()))
+    wm = _still_world(memory_pull=0.2)
+    wm.look, wm.look_step = look, 0.05
+    assert wm.look_every == 2
+    wm.reset(1, NEUTRAL, "plasma")
+    c = NEUTRAL.copy()
+    knobs = []
+    for _ in range(4):  # moves at frames 1-4: the look at 1 and 3
+        c = c.copy()
+        c[4] -= 0.06
+        knobs.append(c)
+        wm.next_latent(c)
+    assert len(calls) == 2
+    assert np.allclose(calls[0].numpy(), knobs[0]) and np.allclose(calls[1].numpy(), knobs[2])
+    wm.next_latent(c)  # held from here: frame 4's move is picked up at frame 5, then nothing more
+    wm.next_latent(c)
+    wm.next_latent(c)
+    assert len(calls) == 3 and np.allclose(calls[2].numpy(), knobs[3])

@@ -113,25 +113,32 @@ def test_the_cache_stays_bounded_forever():
 
 
 def test_the_cache_joins_its_frames_anew_after_every_change():
-    """keys_values() is joined once per change of the cache; a push, a pop or a clear must show at once."""
+    """with_new() joins the cached frames once per change of the cache (the new frame's keys and values go into the
+    room behind them, each call); a push, a pop or a clear must show at once."""
     m = tiny_dynamics(context=2)
     cache = m.new_cache()
+    h, hd = m.cfg.heads, m.cfg.d_model // m.cfg.heads
 
-    def joined():
-        ks = m.sink_kv(1)[0][0]
-        return torch.cat([ks] + [f[0][0] for f in cache.frames], 2)
+    def check():
+        k, v = torch.randn(1, h, 5, hd), torch.randn(1, h, 5, hd)
+        kj, vj = cache.with_new(0, k, v)
+        ks, vs = m.sink_kv(1)[0]
+        assert torch.equal(kj, torch.cat([ks] + [f[0][0] for f in cache.frames] + [k], 2))
+        assert torch.equal(vj, torch.cat([vs] + [f[0][1] for f in cache.frames] + [v], 2))
 
     with torch.no_grad():
         for t in range(3):
             m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), t)
-            assert torch.equal(cache.keys_values(0)[0], joined())
+            check()
+            check()  # the room is written anew: a second frame's tokens replace the first's
         cache.pop()  # the newest frame out (observe replaces it)
-        assert torch.equal(cache.keys_values(0)[0], joined())
+        check()
         m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), 2)
         cache.pop(0)  # the oldest out
-        assert len(cache) == 1 and torch.equal(cache.keys_values(0)[0], joined())
+        assert len(cache) == 1
+        check()
         cache.clear()
-        assert torch.equal(cache.keys_values(0)[0], joined())
+        check()
 
 
 def test_on_a_cpu_the_dynamics_run_in_fp32_and_the_convolutions_in_the_chosen_dtype():

@@ -97,6 +97,11 @@ class WorldModel:
         # knob jump near a family switch otherwise made the one visible jump of the stream (measured: ratio 4.9 with
         # the change at once; 3 frames = the plugin's 0.1 s; see docs/world-model, "A knob's look through the memory")
         self.look_glide = 3
+        # … and acts at most every this many frames: knobs that move every frame get a look pass every other frame,
+        # each gliding in over the next ones (the model thread's worst case, every knob jittered each frame: ~2.6 ms
+        # a frame less; see docs/world-model, "Speed")
+        self.look_every = 2
+        self._look_t = -1  # the frame the look head last acted at
         # the camera head (vprod.world.motion): the global motion the motion knobs ask for, moving the picture by
         # whole latent cells (dynamics trained on camera-moved context, cfg.camera_context, need it and use it on
         # their context): True = the shipped one where present (a file name: that one)
@@ -266,7 +271,7 @@ class WorldModel:
         self.last_cond = None
         self.last_cond = self._cond(controls)  # (no change of controls at the first frame)
         self._look_ref = self.last_cond["control"]
-        self._look_rest, self._look_left = None, 0
+        self._look_rest, self._look_left, self._look_t = None, 0, -self.look_every
         self._pull_boost = 0
         if self.camera is not None:
             self.camera.reset(controls)
@@ -399,7 +404,8 @@ class WorldModel:
         """The knobs' instant change of look. The look head acts once the knobs have moved look_step since it last
         acted: with the memory on the memory's canvas (the frame follows by the pull); without, on the frame, its
         change gliding in over look_glide frames (with what is left of an earlier one)."""
-        if float((c - self._look_ref).abs().max()) >= self.look_step:
+        if self.t - self._look_t >= self.look_every and float((c - self._look_ref).abs().max()) >= self.look_step:
+            self._look_t = self.t
             mem = self.memory
             if mem is not None and mem.controls is not None:
                 # With the memory the look head changes the memory's canvas — from the canvas as made, in one pass,

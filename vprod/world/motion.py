@@ -120,25 +120,22 @@ class CameraHead:
         spread = 0.5 * (a1 * 2.0 / REF_W + b2 * 2.0 / REF_H) if self.zoom else 0.0
         self.view = flow_matrix([a0, spread * REF_W / 2, 0.0, b0, 0.0, spread * REF_H / 2]) @ self.view
         h, w = latent_hw
-        cell = np.array([REF_W / w, REF_H / h])
-        t = np.eye(3)
-        a = self.view[:2, :2]
+        cw, ch = REF_W / w, REF_H / h  # a latent cell in REF pixels
         zoom = w / (w - 2.0)  # the zoom step: the picture's width grows by a cell at either side
-        scale = math.sqrt(abs(np.linalg.det(a)))
-        if scale > math.sqrt(zoom):
-            t = np.diag([1 / zoom, 1 / zoom, 1.0])
-        elif scale < 1 / math.sqrt(zoom):
-            t = np.diag([zoom, zoom, 1.0])
-        v = self.view @ t
-        d = np.linalg.solve(v[:2, :2], v[:2, 2]) / cell  # the rest's shift, in cells of the latent
-        k = np.where(np.abs(d) >= self.hysteresis, np.round(d), 0.0)
-        if np.any(k):
-            shift = np.eye(3)
-            shift[:2, 2] = -k * cell
-            t = t @ shift
-        self.cells = (int(k[0]), int(k[1]))
-        if np.allclose(t, np.eye(3)):
+        (a, b, c), (d, e, f) = self.view[:2].tolist()  # plain floats: numpy calls on 2×2 cost more than the sums
+        scale = math.sqrt(abs(a * e - b * d))
+        s = 1.0 / zoom if scale > math.sqrt(zoom) else zoom if scale < 1 / math.sqrt(zoom) else 1.0
+        # the rest's shift in cells: the view after the zoom step (view · diag(s, s, 1)), its 2×2 part⁻¹ · its shift
+        a, b, d, e = a * s, b * s, d * s, e * s
+        det = a * e - b * d
+        dx, dy = (e * c - b * f) / det / cw, (a * f - d * c) / det / ch
+        kx = float(round(dx)) if abs(dx) >= self.hysteresis else 0.0
+        ky = float(round(dy)) if abs(dy) >= self.hysteresis else 0.0
+        self.cells = (int(kx), int(ky))
+        if s == 1.0 and not kx and not ky:
             return None
+        # T = diag(s, s, 1) · shift(−k·cell): the new latent position → the old
+        t = np.array([[s, 0.0, -s * kx * cw], [0.0, s, -s * ky * ch], [0.0, 0.0, 1.0]])
         self.view = self.view @ t
         return t
 
