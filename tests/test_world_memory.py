@@ -251,3 +251,85 @@ def test_knobs_moving_every_frame_get_a_look_pass_every_other_frame_and_none_is_
     wm.next_latent(c)
     wm.next_latent(c)
     assert len(calls) == 3 and np.allclose(calls[2].numpy(), knobs[3])
+
+
+def test_the_next_frames_look_pass_runs_on_the_decoders_thread_and_the_frames_stay_the_same():
+    """prepare(next knobs) posts the look head's pass on the memory for decode_timed (another thread) to run first;
+    next_latent takes it when the knobs are still those, else makes it itself — the latents are the ones made
+    without any of this."""
+    import threading
+
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    torch.nn.init.normal_(look.out.weight, std=0.1)
+    where = []
+    look.register_forward_hook(lambda mod, inp, out: where.append(threading.current_thread().name))
+    wm = _still_world(memory_pull=0.2)
+    wm.look, wm.look_step = look, 0.05
+    knobs = []
+    c = NEUTRAL.copy()
+    for i in range(8):
+        c = c.copy()
+        c[4] -= 0.06 if i < 6 else 0.0
+        knobs.append(c)
+    wm.reset(1, NEUTRAL, "plasma")
+    expect = []
+    for c in knobs:
+        z = wm.next_latent(c)
+        wm.decode_timed(z)
+        expect.append(z)
+    calls_plain = len(where)
+    where.clear()
+    wm.reset(1, NEUTRAL, "plasma")
+    piped = wm
+    got = [piped.next_latent(knobs[0])]
+    for i, c in enumerate(knobs[1:], start=1):
+        told = c.copy()
+        if i == 4:  # frame 5: the knobs move again after prepare(): its pass does not fit, next_latent makes its own
+            told[5] += 0.2
+        piped.prepare(told)
+        t = threading.Thread(target=piped.decode_timed, args=(got[-1],), name="decoder")
+        t.start()
+        t.join()
+        got.append(piped.next_latent(c))
+    for a, b in zip(expect, got):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert calls_plain == 4  # frames 1, 3, 5 and 7 (every other frame)
+    # frame 1 (nothing prepared) and 5 (prepared for other knobs) on the model thread; 3, 5 and 7 on the decoder's
+    assert where == ["MainThread", "decoder", "decoder", "MainThread", "decoder"]
+
+
+def test_side_work_is_taken_done_waited_for_or_left_to_the_taker():
+    import threading
+
+    from vprod.world.model import SideWork
+
+    side = SideWork()
+    side.post("a", lambda: 1)
+    assert side.take(lambda k: k == "a") is None  # nobody started it: the taker does it, and the post is gone
+    side.run()
+    side.post("b", lambda: 2)
+    side.run()
+    assert side.take(lambda k: k == "c") is None  # done, but for something else
+    side.post("b", lambda: 2)
+    side.run()
+    assert side.take(lambda k: k == "b") == 2
+    side.post("x", lambda: 1 / 0)
+    side.run()
+    assert side.take(lambda k: True) is None  # it failed there: the taker meets the error itself
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(5)
+        return 3
+
+    side.post("s", slow)
+    t = threading.Thread(target=side.run)
+    t.start()
+    started.wait(5)
+    threading.Timer(0.1, release.set).start()
+    assert side.take(lambda k: k == "s") == 3  # under way: the taker waits for it
+    t.join()

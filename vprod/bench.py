@@ -261,8 +261,8 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     """Make `frames` output frames (world model → 1280×720); returns the time each one was finished.
 
     Sequential: model, decoder and upscale (with the camera's rest under a latent cell) on one thread. Pipelined:
-    the model thread samples and commits latents while a second thread decodes and upscales the newest one, as the
-    worldmodel source does."""
+    the model thread samples and commits latents while a second thread decodes and upscales the newest one (and
+    first runs the look head's pass for the next frame, `WorldModel.prepare`), as the worldmodel source does."""
     import queue
 
     from .world import NEUTRAL
@@ -293,8 +293,12 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
 
     t = threading.Thread(target=decoder, daemon=True)
     t.start()
+    c = controls()
     for _ in range(frames + warm):
-        q.put((wm.next_latent(controls()), wm.view))  # blocks only when the decoder is a whole frame behind
+        z = wm.next_latent(c)
+        c = controls()
+        wm.prepare(c)  # the next frame's look pass goes to the decoder's thread, as in the worldmodel source
+        q.put((z, wm.view))  # blocks only when the decoder is a whole frame behind
     t.join()
     return done
 

@@ -160,6 +160,7 @@ class WorldModelSource(Source):
                 elif w.memory is None and w.last_latent is not None:  # turned on: from what is in view now
                     w.memory = w.new_memory(w.last_latent)
                 z = w.next_latent(self._controls())
+                w.prepare(self._controls())  # the next frame's look pass, for the decoder's thread while it waits
                 self._latents.put((z, w.view))
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"
