@@ -141,8 +141,8 @@ class WorldModel:
         # the change at once; 3 frames = the plugin's 0.1 s; see docs/world-model, "A knob's look through the memory")
         self.look_glide = 3
         # … and acts at most every this many frames: knobs that move every frame get a look pass every other frame,
-        # each gliding in over the next ones (the model thread's worst case, every knob jittered each frame: ~2.6 ms
-        # a frame less; see docs/world-model, "Speed")
+        # each gliding in over the next ones (the model thread's worst case, every knob jittered each frame: 1.7 ms a
+        # frame less, measured; see docs/world-model, "Speed")
         self.look_every = 2
         self._look_t = -1  # the frame the look head last acted at
         # the next frame's look pass, posted by prepare() for the decoder's thread (see prepare)
@@ -452,7 +452,7 @@ class WorldModel:
         """The knobs' instant change of look. The look head acts once the knobs have moved look_step since it last
         acted: with the memory on the memory's canvas (the frame follows by the pull); without, on the frame, its
         change gliding in over look_glide frames (with what is left of an earlier one)."""
-        if self.t - self._look_t >= self.look_every and float((c - self._look_ref).abs().max()) >= self.look_step:
+        if self._look_due(c, self.t):
             self._look_t = self.t
             mem = self.memory
             if mem is not None and mem.controls is not None:
@@ -479,6 +479,11 @@ class WorldModel:
             self._look_rest = None
         return z + part
 
+    def _look_due(self, c: torch.Tensor, t: int) -> bool:
+        """Whether the look head acts at frame `t` with the knobs `c`: they moved look_step since it last acted, and
+        it last acted look_every frames ago or more."""
+        return t - self._look_t >= self.look_every and float((c - self._look_ref).abs().max()) >= self.look_step
+
     def _canvas_look(self, mem: WorldMemory, c: torch.Tensor) -> torch.Tensor:
         """The look head's change of the memory's canvas as made to the knobs `c`."""
         with torch.no_grad(), self._autocast():
@@ -494,7 +499,7 @@ class WorldModel:
         if self.look is None or mem is None or mem.controls is None or self._look_ref is None:
             return
         c = self._control_tensor(self.steered(controls))  # as next_latent will see them (self.t is still this frame)
-        if self.t + 1 - self._look_t < self.look_every or float((c - self._look_ref).abs().max()) < self.look_step:
+        if not self._look_due(c, self.t + 1):
             return
         self._side.post((mem.base, mem.controls, c), lambda: self._canvas_look(mem, c))
 
