@@ -35,3 +35,38 @@ def test_world_model_streams_moves_and_takes_prompt_and_family(daemons, tmp_path
         frames.first_frame_at_or_after(frames.last_seq + 30)
         status = ctl.req("status")["status"]
     assert status["faults"] == [], status["faults"]
+
+
+def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
+    """/bg/memory 0 drops the world's memory (the look head then acts on the picture, nothing pulls it); turned up
+    again, a memory is made from what is in view — the source's own threads keep streaming throughout."""
+    import time
+
+    from vprod.engine.element import ElementConfig, FrameContext
+    from vprod.plugins import PluginRegistry
+
+    src = PluginRegistry().load("worldmodel")(ElementConfig(layer="w", name="worldmodel", width=64, height=36),
+                                              {"steps": 1})
+    src.open()
+    try:
+        def until(what, test, timeout=60.0):
+            end = time.monotonic() + timeout
+            while not test():
+                assert time.monotonic() < end, f"timed out waiting for {what}"
+                src.process(FrameContext(width=64, height=36))
+                time.sleep(0.02)
+
+        until("frames", lambda: src._frames >= 3)
+        assert src.world.memory is not None and src.world.memory_pull == pytest.approx(0.2)
+        src.p.states["memory"].set(0.0)
+        until("the memory off", lambda: src.world.memory is None)
+        n = src._frames
+        until("frames without it", lambda: src._frames >= n + 3)
+        assert src.world.memory is None
+        src.p.states["memory"].set(0.3)
+        until("the memory on", lambda: src.world.memory is not None)
+        assert src.world.memory_pull == pytest.approx(0.3)
+        frame = src.process(FrameContext(width=64, height=36))
+        assert frame.shape == (36, 64, 3) and frame.std() > 1
+    finally:
+        src.close()
