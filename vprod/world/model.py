@@ -122,7 +122,7 @@ class WorldModel:
 
         self.device = torch.device(device)
         # on a CPU the tokenizer's convolutions run channels-last, oneDNN's fast layout for them (measured, 1 thread,
-        # bf16: decode 15.6 → 11.0 ms alone, 13.6 → 12.4 ms beside the model thread; the pictures differ by ≤ 1 grey
+        # bf16: decode 15.6 → 11.0 ms alone, 13.8 → 12.4 ms beside the model thread; the pictures differ by ≤ 1 grey
         # level)
         fmt = torch.channels_last if self.device.type == "cpu" else torch.preserve_format
         self.tok = (tokenizer or load_tokenizer()).to(self.device, memory_format=fmt).eval()
@@ -463,7 +463,7 @@ class WorldModel:
                 glide = max(1, int(self.look_glide))
                 change = self._side.take(lambda key: key[0] is mem.base and key[1] is mem.controls
                                          and torch.equal(key[2], c))
-                mem.relook(self._canvas_look(mem, c) if change is None else change, glide)
+                mem.relook(self._canvas_look(mem.base, mem.controls, c) if change is None else change, glide)
                 self._pull_boost = 2 * glide
             else:
                 with self._autocast():
@@ -484,10 +484,10 @@ class WorldModel:
         it last acted look_every frames ago or more."""
         return t - self._look_t >= self.look_every and float((c - self._look_ref).abs().max()) >= self.look_step
 
-    def _canvas_look(self, mem: WorldMemory, c: torch.Tensor) -> torch.Tensor:
-        """The look head's change of the memory's canvas as made to the knobs `c`."""
+    def _canvas_look(self, base: torch.Tensor, made_under: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The look head's change of the memory's canvas as made (`base`, under the knobs `made_under`) to `c`."""
         with torch.no_grad(), self._autocast():
-            return self.look(mem.base, mem.controls, c).float()
+            return self.look(base, made_under, c).float()
 
     def prepare(self, controls) -> None:
         """The knobs of the next frame, known before this frame's latent is handed on (a pipeline): where the look
@@ -501,7 +501,8 @@ class WorldModel:
         c = self._control_tensor(self.steered(controls))  # as next_latent will see them (self.t is still this frame)
         if not self._look_due(c, self.t + 1):
             return
-        self._side.post((mem.base, mem.controls, c), lambda: self._canvas_look(mem, c))
+        base, made_under = mem.base, mem.controls  # as they are now: a family switch may replace them meanwhile
+        self._side.post((base, made_under, c), lambda: self._canvas_look(base, made_under, c))
 
     def decode_timed(self, z: torch.Tensor, view: np.ndarray | None = None) -> np.ndarray:
         """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline), and first
