@@ -35,6 +35,8 @@ def test_world_model_streams_moves_and_takes_prompt_and_family(daemons, tmp_path
         frames.first_frame_at_or_after(frames.last_seq + 30)
         status = ctl.req("status")["status"]
     assert status["faults"] == [], status["faults"]
+    world = status["elements"]["/bg"]  # the source's own figures: pictures made, and how many a second
+    assert world["pictures"] > 30 and world["pictures_per_s"] > 0 and world["steps"] == 1, world
 
 
 def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
@@ -46,7 +48,7 @@ def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
     from vprod.plugins import PluginRegistry
 
     src = PluginRegistry().load("worldmodel")(ElementConfig(layer="w", name="worldmodel", width=64, height=36),
-                                              {"steps": 1})
+                                              {"steps": "1"})
     src.open()
     try:
         def until(what, test, timeout=60.0):
@@ -58,6 +60,8 @@ def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
 
         until("frames", lambda: src._frames >= 3)
         assert src.world.memory is not None and src.world.memory_pull == pytest.approx(0.2)
+        st = src.stats()  # what the daemon's status shows under /<layer>
+        assert st["pictures"] >= 3 and st["pictures_per_s"] > 0 and st["steps"] == 1 and st["sample_ms"] > 0
         src.p.states["memory"].set(0.0)
         until("the memory off", lambda: src.world.memory is None)
         n = src._frames

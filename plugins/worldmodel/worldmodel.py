@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import numpy as np
 
@@ -108,6 +109,7 @@ class WorldModelSource(Source):
         self._view: np.ndarray | None = None  # how the latest frame is shown (the camera's sub-cell rest)
         self._latents = Mailbox()  # newest latent waiting for the decoder (latest wins)
         self._frames = 0
+        self._made: deque[float] = deque(maxlen=256)  # when the decoder finished its latest pictures (stats)
         self._error: str = ""
         self._stop = threading.Event()
         self._reset_requested = True
@@ -200,6 +202,7 @@ class WorldModelSource(Source):
             with self._lock:
                 self._latest, self._view = frame, view
                 self._frames += 1
+                self._made.append(time.monotonic())
 
     # --- the frame loop's side ---
     def process(self, ctx: FrameContext) -> np.ndarray:
@@ -220,6 +223,18 @@ class WorldModelSource(Source):
             return np.zeros((ctx.height, ctx.width, 3), np.uint8)  # the first frame is still being made
         # upscaled to the output, moved by the camera's rest under a latent cell (one resample either way)
         return present(frame, view, (ctx.width, ctx.height))
+
+    def stats(self) -> dict | None:
+        """The pictures the world has made, how many a second over the last two seconds (one per output frame while
+        it keeps up), and the model's share of the newest (ms)."""
+        if getattr(self, "world", None) is None:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            made, recent = self._frames, [t for t in self._made if now - t <= 2.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return {"pictures": made, "pictures_per_s": round(rate, 1), "steps": int(self.p.steps),
+                **{k: round(v, 2) for k, v in self.world.timings.items()}}
 
     def close(self) -> None:
         stop = getattr(self, "_stop", None)

@@ -87,6 +87,10 @@ class Element:
     def close(self) -> None:
         """Free resources. Must not raise."""
 
+    def stats(self) -> dict | None:
+        """What the element measures of itself, shown in the daemon's status under its path (None: nothing)."""
+        return None
+
 
 class Source(Element):
     kind = "source"

@@ -207,6 +207,7 @@ class Engine:
             "preset": self.pipeline.name if self.pipeline else "",
             "sinks": {n: r.status() for n, r in self.sinks.items()},
             "faults": (self.pipeline.faults() if self.pipeline else []),
+            "elements": (self.pipeline.element_stats() if self.pipeline else {}),
         }
 
 

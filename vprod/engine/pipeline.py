@@ -213,6 +213,19 @@ class Pipeline:
             return m if m.shape == (ctx.height, ctx.width) else cv2.resize(m, (ctx.width, ctx.height))
         return luma_mask(outputs[source]) if source in outputs else None
 
+    def element_stats(self) -> dict[str, dict]:
+        """Each element's own figures (Element.stats) by its control path; one that fails says so in its place."""
+        out: dict[str, dict] = {}
+        for layer in self.layers:
+            for path, el in [(f"/{layer.id}", layer.source)] + [(f"/{layer.id}/{n}", e) for n, e in layer.effects]:
+                try:
+                    st = el.stats()
+                except Exception as e:  # noqa: BLE001 - the status must come back whatever an element does
+                    st = {"error": f"{el.label}: stats() failed: {type(e).__name__}: {e}"}
+                if st:
+                    out[path] = st
+        return out
+
     def faults(self) -> list[dict]:
         res = []
         for layer in self.layers:
