@@ -233,8 +233,9 @@ class WorldModelSource(Source):
         with self._lock:
             made, recent = self._frames, [t for t in self._made if now - t <= 2.0]
         rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        timings = dict(self.world.timings)  # one copy (the model and decoder threads write it as they go)
         return {"pictures": made, "pictures_per_s": round(rate, 1), "steps": int(self.p.steps),
-                **{k: round(v, 2) for k, v in self.world.timings.items()}}
+                **{k: round(v, 2) for k, v in timings.items()}}
 
     def close(self) -> None:
         stop = getattr(self, "_stop", None)
