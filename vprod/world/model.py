@@ -584,7 +584,7 @@ class WorldModel:
                 knobs = self._knobs if self._knobs is not None else self.last_cond["control"][0].cpu().numpy()
                 ctl = steer(knobs, self._prompt_offset())
                 first = RendererWorld(w * f, h * f).reset(self.seed, ctl, family)
-                ctl_t = torch.from_numpy(ctl[None]).to(self.device)
+                ctl_t = self._control_tensor(ctl)  # as the conditions will hold them
                 old = self.memory.window()
                 if self.look is not None and not torch.equal(ctl_t, self.last_cond["control"]):
                     # the old world fades out under the new knobs too (else its old look pulls the picture back)
