@@ -100,6 +100,34 @@ def test_incremental_generation_matches_the_training_pass(variant):
             m.commit(cache, zc[:, t], ct, t)
 
 
+def test_a_frames_turn_folded_into_the_qkv_weights_turns_its_queries_and_keys():
+    """turned_qkv: the qkv weights with a frame's rotary time folded in give the rotated queries and keys (as the
+    training pass turns them), for any frame index, and follow the weights when a training step changes them."""
+    from vprod.world.dynamics import rope_angles, rope_tables
+
+    m = tiny_dynamics()
+    x = torch.randn(1, m.cfg.frame_tokens, m.cfg.d_model)
+    hd = m.cfg.d_model // m.cfg.heads
+
+    def check(frame_index):
+        angles = rope_angles(torch.full((1, x.shape[1]), frame_index), m.cfg.rope_time_dims)
+        rope = rope_tables(angles, m.cfg.rope_time_dims, hd)
+        turned = m.turned_qkv(frame_index)
+        for blk, qkv in zip(m.blocks, turned):
+            want, got = blk.qkv_heads(x, rope), blk.qkv_heads(x, None, qkv)
+            for a, b in zip(want, got):
+                assert torch.allclose(a, b, atol=1e-5), frame_index
+        return turned
+
+    with torch.no_grad():
+        before = [w.clone() for w, _ in check(5)]
+        check(6)
+        check(5 + 1024 * 3)
+        m.blocks[0].qkv.weight.mul_(0.5)  # as an optimizer step would: in place
+        after = check(5)
+        assert not torch.equal(before[0], after[0][0]) and torch.equal(before[1], after[1][0])
+
+
 def test_the_cache_stays_bounded_forever():
     m = tiny_dynamics(context=3)
     cache = m.new_cache()
@@ -113,27 +141,37 @@ def test_the_cache_stays_bounded_forever():
 
 
 def test_the_cache_joins_its_frames_anew_after_every_change():
-    """with_new() joins the cached frames once per change of the cache (the new frame's keys and values go into the
-    room behind them, each call); a push, a pop or a clear must show at once."""
+    """with_new() joins the cached frames once (the new frame's keys and values go into the room behind them, each
+    call); a push to a full cache writes the new frame where the oldest was, a pop or a clear joins them anew — each
+    must show at once."""
     m = tiny_dynamics(context=2)
     cache = m.new_cache()
     h, hd = m.cfg.heads, m.cfg.d_model // m.cfg.heads
+    F_ = m.cfg.frame_tokens
 
-    def check():
-        k, v = torch.randn(1, h, 5, hd), torch.randn(1, h, 5, hd)
+    def check():  # a new frame of F_ tokens, as the passes give: the same joined keys and values as theirs
+        k, v = torch.randn(1, h, F_, hd), torch.randn(1, h, F_, hd)
         kj, vj = cache.with_new(0, k, v)
         ks, vs = m.sink_kv(1)[0]
-        assert torch.equal(kj, torch.cat([ks] + [f[0][0] for f in cache.frames] + [k], 2))
-        assert torch.equal(vj, torch.cat([vs] + [f[0][1] for f in cache.frames] + [v], 2))
+        S, n = ks.shape[2], len(cache.frames)
+        assert kj.shape[2] == S + (n + 1) * F_
+        for joined, sink, new, i in ((kj, ks, k, 0), (vj, vs, v, 1)):
+            assert torch.equal(joined[:, :, :S], sink) and torch.equal(joined[:, :, -F_:], new)
+            places = [joined[:, :, S + j * F_:S + (j + 1) * F_] for j in range(n)]
+            # every cached frame once (in any order: attention does not depend on the keys' order)
+            found = [[j for j, p in enumerate(places) if torch.equal(p, f[0][i])] for f in cache.frames]
+            assert sorted(j for f in found for j in f) == list(range(n)), found
 
     with torch.no_grad():
-        for t in range(3):
+        for t in range(5):  # past full: the newest frame takes the oldest's place
             m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), t)
             check()
             check()  # the room is written anew: a second frame's tokens replace the first's
         cache.pop()  # the newest frame out (observe replaces it)
         check()
         m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), 2)
+        check()
+        m.commit(cache, torch.randn(1, 8, 18, 32), conds(1), 3)
         cache.pop(0)  # the oldest out
         assert len(cache) == 1
         check()
@@ -141,20 +179,31 @@ def test_the_cache_joins_its_frames_anew_after_every_change():
         check()
 
 
+def watch_queries(wm) -> list:
+    """The dtype of the first block's queries, each time it makes them."""
+    seen, blk = [], wm.dyn.blocks[0]
+    qkv_heads = blk.qkv_heads
+
+    def watched(*a, **kw):
+        out = qkv_heads(*a, **kw)
+        seen.append(out[0].dtype)
+        return out
+
+    blk.qkv_heads = watched
+    return seen
+
+
 def test_on_a_cpu_the_dynamics_run_in_fp32_and_the_convolutions_in_the_chosen_dtype():
     tok = Tokenizer(TokenizerConfig(widths=(16, 16, 16))).eval()
     wm = WorldModel(tok, tiny_dynamics(), look=None)
     assert (wm.dtype, wm.dynamics_dtype) == (torch.bfloat16, torch.float32)
-    seen = []
-    hook = wm.dyn.blocks[0].qkv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    seen = watch_queries(wm)
     wm.reset(1, NEUTRAL, "plasma")
     seen.clear()  # (the sinks' keys are made once, outside any autocast)
     wm.step(NEUTRAL)
-    hook.remove()
     assert seen and set(seen) == {torch.float32}
     wm = WorldModel(tok, tiny_dynamics(), look=None, dynamics_dtype=torch.bfloat16)
-    seen = []
-    wm.dyn.blocks[0].qkv.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    seen = watch_queries(wm)
     wm.reset(1, NEUTRAL, "plasma")
     seen.clear()
     wm.step(NEUTRAL)
