@@ -301,6 +301,39 @@ def test_the_next_frames_look_pass_runs_on_the_decoders_thread_and_the_frames_st
     assert where == ["MainThread", "decoder", "decoder", "MainThread", "decoder"]
 
 
+def test_a_prepared_look_pass_is_taken_when_the_knobs_moved_on_by_less_than_a_look_step():
+    """Knobs that keep moving (turned, or under a modulator) have moved a little between prepare() and the next
+    frame: the pass made on the decoder's thread is taken all the same, under the knobs it was made for (the next
+    pass starts from them); a move of a look step or more is made afresh under the knobs of the frame."""
+    import threading
+
+    from vprod.world.look import LookConfig, LookNet
+
+    torch.manual_seed(0)
+    look = LookNet(LookConfig(width=16, layers=1))
+    torch.nn.init.normal_(look.out.weight, std=0.1)
+    where = []
+    look.register_forward_hook(lambda mod, inp, out: where.append(threading.current_thread().name))
+    wm = _still_world(memory_pull=0.2)
+    wm.look, wm.look_step = look, 0.05
+    wm.reset(1, NEUTRAL, "plasma")
+    z = wm.next_latent(NEUTRAL)
+    for told_move, frame_move, on in ((0.06, 0.08, "decoder"), (0.14, 0.20, "MainThread")):
+        told, c = NEUTRAL.copy(), NEUTRAL.copy()
+        told[4] -= told_move
+        c[4] -= frame_move  # moved on since prepare(): by 0.02, then by 0.06 (≥ the look step)
+        wm.next_latent(wm._knobs)  # a frame between passes (the look acts at most every other frame)
+        where.clear()
+        wm.prepare(told)
+        t = threading.Thread(target=wm.decode_timed, args=(z,), name="decoder")
+        t.start()
+        t.join()
+        z = wm.next_latent(c)
+        assert where[-1] == on
+        made_under = told if on == "decoder" else c
+        assert np.allclose(wm._look_ref.numpy(), wm._control_tensor(made_under).numpy())
+
+
 def test_side_work_is_taken_done_waited_for_or_left_to_the_taker():
     import threading
 

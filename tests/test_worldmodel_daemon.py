@@ -74,3 +74,41 @@ def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
         assert frame.shape == (36, 64, 3) and frame.std() > 1
     finally:
         src.close()
+
+
+def test_the_worldmodel_source_prepares_the_look_pass_for_moving_knobs_on_the_decoders_thread():
+    """A knob that keeps moving (turned, or under a modulator): the source guesses the next frame's knobs from how
+    they move, so the look head's pass is made on the decoder's thread beside the model thread's frame, not on it."""
+    import threading
+    import time
+
+    from vprod.engine.element import ElementConfig, FrameContext
+    from vprod.plugins import PluginRegistry
+
+    src = PluginRegistry().load("worldmodel")(ElementConfig(layer="w", name="worldmodel", width=64, height=36),
+                                              {"steps": "1"})
+    src.open()
+    try:
+        end = time.monotonic() + 60
+        while src._frames < 3:
+            assert time.monotonic() < end, "no frames"
+            src.process(FrameContext(width=64, height=36))
+            time.sleep(0.02)
+        where: list[str] = []
+        look = src.world._canvas_look
+
+        def watched(*a):
+            where.append(threading.current_thread().name)
+            return look(*a)
+
+        src.world._canvas_look = watched
+        daylight = src.p.get("daylight")
+        for i in range(90):  # a slow turn: 0.008 a frame, the look head acts every ~6 frames
+            src.p.states["daylight"].set(max(0.0, daylight - 0.008 * i))
+            src.p.step(1 / 30)  # the engine's tick: a knob's slew moves it on
+            src.process(FrameContext(width=64, height=36))
+            time.sleep(0.03)
+    finally:
+        src.close()
+    on_decoder, on_model = where.count("worldmodel-decode"), where.count("worldmodel")
+    assert on_decoder >= 5 and on_model <= on_decoder // 3, where

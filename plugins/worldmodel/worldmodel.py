@@ -119,6 +119,7 @@ class WorldModelSource(Source):
         # one latent per output frame: the world moves at the frame rate, and no core is spent on frames nobody sees
         self._credit = 2
         self._demand = threading.Condition()
+        self._knobs_before: np.ndarray | None = None  # the knobs the model thread read for the frame before
         self._threads = [threading.Thread(target=self._run_model, name="worldmodel", daemon=True),
                          threading.Thread(target=self._run_decoder, name="worldmodel-decode", daemon=True)]
         for t in self._threads:
@@ -161,8 +162,12 @@ class WorldModelSource(Source):
                     w.memory = None
                 elif w.memory is None and w.last_latent is not None:  # turned on: from what is in view now
                     w.memory = w.new_memory(w.last_latent)
-                z = w.next_latent(self._controls())
-                w.prepare(self._controls())  # the next frame's look pass, for the decoder's thread while it waits
+                knobs = self._controls()
+                z = w.next_latent(knobs)
+                # the next frame's look pass, for the decoder's thread while it waits: for the knobs then, guessed
+                # from how they move now (turned or modulated knobs glide; held ones stay)
+                w.prepare(knobs if self._knobs_before is None else 2 * knobs - self._knobs_before)
+                self._knobs_before = knobs
                 self._latents.put((z, w.view))
             except Exception as e:  # noqa: BLE001 - reported through process(), the thread carries on
                 self._error = f"{type(e).__name__}: {e}"

@@ -460,10 +460,15 @@ class WorldModel:
                 # gliding in over look_glide frames — and the frame follows by the pull, boosted meanwhile. Changing
                 # the frame as well (the head's small steps added up, and the pull and the dynamics' own answer on
                 # top) sent a quick daylight turn through black for ~6 frames.
+                # The pass prepared on the decoder's thread is taken if it was made for this canvas and for knobs
+                # less than look_step from these (knobs that move on, turned or modulated, have moved since it was
+                # posted): its knobs become the ones the look was made under, and the next pass starts from them —
+                # the look stays within look_step of the knobs, as it does between passes.
                 glide = max(1, int(self.look_glide))
-                change = self._side.take(lambda key: key[0] is mem.base and key[1] is mem.controls
-                                         and torch.equal(key[2], c))
-                mem.relook(self._canvas_look(mem.base, mem.controls, c) if change is None else change, glide)
+                done = self._side.take(lambda key: key[0] is mem.base and key[1] is mem.controls
+                                       and float((key[2] - c).abs().max()) < self.look_step)
+                c, change = done if done is not None else (c, self._canvas_look(mem.base, mem.controls, c))
+                mem.relook(change, glide)
                 self._pull_boost = 2 * glide
             else:
                 with self._autocast():
@@ -493,8 +498,9 @@ class WorldModel:
         """The knobs of the next frame, known before this frame's latent is handed on (a pipeline): where the look
         head will act on the memory then, its pass is posted for the decoder's thread, which runs it in
         `decode_timed` before decoding — off the model thread, whose frame is the pipeline's longer (measured: the
-        look pass ~2.6 ms of ~16). The next `next_latent` takes the answer if the knobs, the memory and its look are
-        still the ones it was made for, else makes it itself; either way the frame is the same."""
+        look pass ~2.6 ms of ~16). The next `next_latent` takes the answer if the memory and its look are still the
+        ones it was made for and the knobs within look_step of these (then the look is made under these knobs, as
+        if they had been read a frame earlier), else makes it itself."""
         mem = self.memory
         if self.look is None or mem is None or mem.controls is None or self._look_ref is None:
             return
@@ -502,7 +508,7 @@ class WorldModel:
         if not self._look_due(c, self.t + 1):
             return
         base, made_under = mem.base, mem.controls  # as they are now: a family switch may replace them meanwhile
-        self._side.post((base, made_under, c), lambda: self._canvas_look(base, made_under, c))
+        self._side.post((base, made_under, c), lambda: (c, self._canvas_look(base, made_under, c)))
 
     def decode_timed(self, z: torch.Tensor, view: np.ndarray | None = None) -> np.ndarray:
         """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline), and first
