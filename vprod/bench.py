@@ -228,7 +228,7 @@ def main(args) -> int:
     else:
         res = run_world(frames=min(args.frames, 120), memory_frames=args.memory_frames, device=args.device,
                         dtype=args.dtype, threads=tuple(int(t) for t in args.threads.split(",")),
-                        out_size=tuple(args.size), quiet=args.json)
+                        out_size=tuple(args.size), quiet=args.json, engine_seconds=args.seconds)
     print(json.dumps(res, indent=None if args.json else 2))
     return 0
 
@@ -303,8 +303,51 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     return done
 
 
+# (steps, output fps, knobs moving): `make run` as shipped, and the 1-step goal's rate
+ENGINE_CASES = ((2, 30, False), (2, 30, True), (1, 60, False), (1, 60, True))
+
+
+def run_world_engine(seconds: float, size: tuple[int, int] = (1280, 720), quiet: bool = False) -> list[dict]:
+    """The world model where it streams: presets/default.toml's worldmodel source in the daemon's frame loop (the
+    engine's thread upscales each output frame to `size` and hands it to a null output), `seconds` a case. Knobs
+    held (the preset's, the camera moving), or moving: daylight and hue swung at 0.5 and 0.2 Hz each frame, as a
+    VJ's LFOs or hands would. The source makes at most one picture per output frame: it keeps up when its new
+    pictures a second reach the output's frame rate (`new_picture_share` 1; below, output frames repeat one)."""
+    import math
+
+    from .bench_effects import REPO, engine_run
+    from .plugins import PluginRegistry
+    from .threads import configure_threads, configure_torch
+
+    configure_threads(1)  # as the daemon does: one thread per stage
+    configure_torch(1)
+    registry = PluginRegistry()
+
+    def source(p):
+        return next(layer for layer in p.layers if layer.id == "bg").source
+
+    def moving(p, ctx):
+        states = source(p).p.states
+        states["daylight"].set(0.75 + 0.2 * math.sin(2 * math.pi * 0.5 * ctx.pts))
+        states["hue"].set(0.5 + 0.25 * math.sin(2 * math.pi * 0.2 * ctx.pts))
+
+    out = []
+    for steps, fps, move in tqdm(ENGINE_CASES, desc="world in the engine", disable=quiet, file=sys.stderr):
+        r = engine_run(REPO / "presets" / "default.toml", registry, seconds, size,
+                       lambda p: getattr(source(p), "_frames", 0),
+                       lambda p, steps=steps: source(p).p.states["steps"].set(str(steps)),
+                       fps=fps, modulate=moving if move else None)
+        stats = source(r.pop("pipeline")).stats() or {}
+        pictures = r.pop("produced_per_s")
+        out.append({"steps": steps, "fps": fps, "knobs": "moving" if move else "held",
+                    "new_pictures_per_s": pictures, "new_picture_share": round(pictures / fps, 3), **r,
+                    **{k: v for k, v in stats.items() if k.endswith("_ms")}})
+    return out
+
+
 def run_world(frames: int = 60, memory_frames: int = 10000, device: str = "cpu", dtype: str = "bf16",
-              threads: tuple[int, ...] = (1, 2), out_size: tuple[int, int] = (1280, 720), quiet: bool = False) -> dict:
+              threads: tuple[int, ...] = (1, 2), out_size: tuple[int, int] = (1280, 720), quiet: bool = False,
+              engine_seconds: float = 0.0) -> dict:
     import torch
 
     from .world import NEUTRAL
@@ -363,4 +406,7 @@ def run_world(frames: int = 60, memory_frames: int = 10000, device: str = "cpu",
         res["memory"] = {"frames": memory_frames, "rss_mb": [s[1] for s in samples],
                          "rss_growth_mb": round(last[1] - first[1], 1), "cache_bytes": last[2],
                          "cache_frames": len(wm.cache)}
+    if engine_seconds > 0 and device == "cpu":
+        del wm  # its memory back before the engine's source loads its own
+        res["engine"] = run_world_engine(engine_seconds, out_size, quiet)
     return res

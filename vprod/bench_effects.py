@@ -171,12 +171,15 @@ def run_cases(frames: Frames, n: int, rounds: int, only: list[str] | None = None
 
 
 # --- the running engine ----------------------------------------------------------------------------------------------
-def engine_run(preset_path: Path, registry, seconds: float, size: tuple[int, int], ready, prepare=None) -> dict:
-    """Build `preset_path` into a real engine at its frame rate with a null output, step it until `ready(pipeline)`
-    says its model thread has made 3 pictures (loading is not frame time), then run it for `seconds`.
+def engine_run(preset_path: Path, registry, seconds: float, size: tuple[int, int], ready, prepare=None,
+               fps: float | None = None, modulate=None) -> dict:
+    """Build `preset_path` into a real engine at its frame rate (or `fps`) with a null output, step it until
+    `ready(pipeline)` says its model thread has made 3 pictures (loading is not frame time), then run it for
+    `seconds`.
 
     Returns the pipeline-specific count `ready` reports as `produced`, with output frames/s, dropped ticks and the
-    loop's work per frame; `prepare(pipeline)` may set parameters first."""
+    loop's work per frame; `prepare(pipeline)` may set parameters first, `modulate(pipeline, ctx)` runs each frame
+    before rendering (as the preset's modulators do)."""
     from . import presets
     from .engine import ElementConfig, Engine, Sink
 
@@ -188,11 +191,13 @@ def engine_run(preset_path: Path, registry, seconds: float, size: tuple[int, int
 
     preset = presets.load(preset_path, registry)
     w, h = size
-    eng = Engine(w, h, preset.fps)
+    eng = Engine(w, h, fps or preset.fps)
     pipeline = presets.build(preset, registry, w, h)
     eng.pipeline = pipeline
     if prepare is not None:
         prepare(pipeline)
+    if modulate is not None:
+        eng.modulators.append(lambda ctx: modulate(pipeline, ctx))
     runner = eng.add_sink("null", NullSink(ElementConfig()))
     try:
         deadline = time.monotonic() + 60

@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="world: dtype of the convolutions (tokenizer, look head); on a CPU the dynamics run in fp32, "
                         "on a GPU in this dtype too")
     p.add_argument("--seconds", type=float, default=10.0,
-                   help="effects: seconds per run of the engine with presets/call-background.toml (0: skip it)")
+                   help="effects: seconds per run of the engine with presets/call-background.toml; world: per case "
+                        "of the world model in the engine with presets/default.toml (0: skip them)")
     p.add_argument("--cases", default="", help="effects: only these cases or groups, comma-separated")
     p.set_defaults(fn=cmd_bench)
 
