@@ -253,10 +253,8 @@ def test_knobs_moving_every_frame_get_a_look_pass_every_other_frame_and_none_is_
     assert len(calls) == 3 and np.allclose(calls[2].numpy(), knobs[3])
 
 
-def test_the_next_frames_look_pass_runs_on_the_decoders_thread_and_the_frames_stay_the_same():
-    """prepare(next knobs) posts the look head's pass on the memory for decode_timed (another thread) to run first;
-    next_latent takes it when the knobs are still those, else makes it itself — the latents are the ones made
-    without any of this."""
+def _world_with_a_watched_look():
+    """A still world with the memory and a small random look head that notes the thread of each of its passes."""
     import threading
 
     from vprod.world.look import LookConfig, LookNet
@@ -264,10 +262,20 @@ def test_the_next_frames_look_pass_runs_on_the_decoders_thread_and_the_frames_st
     torch.manual_seed(0)
     look = LookNet(LookConfig(width=16, layers=1))
     torch.nn.init.normal_(look.out.weight, std=0.1)
-    where = []
+    where: list[str] = []
     look.register_forward_hook(lambda mod, inp, out: where.append(threading.current_thread().name))
     wm = _still_world(memory_pull=0.2)
     wm.look, wm.look_step = look, 0.05
+    return wm, where
+
+
+def test_the_next_frames_look_pass_runs_on_the_decoders_thread_and_the_frames_stay_the_same():
+    """prepare(next knobs) posts the look head's pass on the memory for decode_timed (another thread) to run first;
+    next_latent takes it when the knobs are still those, else makes it itself — the latents are the ones made
+    without any of this."""
+    import threading
+
+    wm, where = _world_with_a_watched_look()
     knobs = []
     c = NEUTRAL.copy()
     for i in range(8):
@@ -307,15 +315,7 @@ def test_a_prepared_look_pass_is_taken_when_the_knobs_moved_on_by_less_than_a_lo
     pass starts from them); a move of a look step or more is made afresh under the knobs of the frame."""
     import threading
 
-    from vprod.world.look import LookConfig, LookNet
-
-    torch.manual_seed(0)
-    look = LookNet(LookConfig(width=16, layers=1))
-    torch.nn.init.normal_(look.out.weight, std=0.1)
-    where = []
-    look.register_forward_hook(lambda mod, inp, out: where.append(threading.current_thread().name))
-    wm = _still_world(memory_pull=0.2)
-    wm.look, wm.look_step = look, 0.05
+    wm, where = _world_with_a_watched_look()
     wm.reset(1, NEUTRAL, "plasma")
     z = wm.next_latent(NEUTRAL)
     for told_move, frame_move, on in ((0.06, 0.08, "decoder"), (0.14, 0.20, "MainThread")):
