@@ -407,6 +407,6 @@ def run_world(frames: int = 60, memory_frames: int = 10000, device: str = "cpu",
                          "rss_growth_mb": round(last[1] - first[1], 1), "cache_bytes": last[2],
                          "cache_frames": len(wm.cache)}
     if engine_seconds > 0 and device == "cpu":
-        del wm  # its memory back before the engine's source loads its own
+        del wm, tok, dyn  # their memory back before the engine's source loads its own
         res["engine"] = run_world_engine(engine_seconds, out_size, quiet)
     return res
