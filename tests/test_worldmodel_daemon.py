@@ -112,3 +112,46 @@ def test_the_worldmodel_source_prepares_the_look_pass_for_moving_knobs_on_the_de
         src.close()
     on_decoder, on_model = where.count("worldmodel-decode"), where.count("worldmodel")
     assert on_decoder >= 5 and on_model <= on_decoder // 3, where
+
+
+def test_the_worldmodel_source_says_in_the_log_when_the_world_does_not_keep_up(caplog):
+    """A world that makes far fewer pictures than the output's frames (output frames repeat one) is said once in the
+    log, with what to do; one that keeps up is not."""
+    import logging
+    import time
+
+    from vprod.engine.element import ElementConfig, FrameContext
+    from vprod.plugins import PluginRegistry
+
+    src = PluginRegistry().load("worldmodel")(ElementConfig(layer="w", name="worldmodel", width=64, height=36),
+                                              {"steps": "2"})
+    src.RATE_CHECK_S = 0.2  # checks 0.2 s apart instead of 2 s (three slow ones in a row are said)
+    src.open()
+
+    def play(fps: float, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            src.process(FrameContext(width=64, height=36, fps=fps))
+            time.sleep(1 / fps)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="vprod.worldmodel"):
+            end = time.monotonic() + 60
+            while src._frames < 3:  # loaded
+                assert time.monotonic() < end, "no frames"
+                play(10, 0.2)
+            play(10, 3.0)  # 10 fps: the world keeps up
+            assert not caplog.records, [r.getMessage() for r in caplog.records]
+            latent = src.world.next_latent
+
+            def slow(*a, **kw):  # a machine four times too slow
+                time.sleep(0.25)
+                return latent(*a, **kw)
+
+            src.world.next_latent = slow
+            play(10, 3.5)
+    finally:
+        src.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "new pictures a second at 10 fps output (2 steps)" in said[0] and "/w/steps 1" in said[0], \
+        said

@@ -10,6 +10,7 @@ the current family.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -31,6 +32,8 @@ from vprod.engine import (
 from vprod.world import CONTROL_NAMES, NEUTRAL
 from vprod.world.motion import present
 from vprod.world.render import FAMILIES
+
+log = logging.getLogger("vprod.worldmodel")
 
 CONTROL_DOCS = {
     "yaw": "Camera turn rate: 0 left, 0.5 straight, 1 right",
@@ -120,6 +123,9 @@ class WorldModelSource(Source):
         self._credit = 2
         self._demand = threading.Condition()
         self._knobs_before: np.ndarray | None = None  # the knobs the model thread read for the frame before
+        self._rate_checked = time.monotonic()  # see _check_rate
+        self._slow_checks = 0
+        self._slow_warned = -1e9
         self._threads = [threading.Thread(target=self._run_model, name="worldmodel", daemon=True),
                          threading.Thread(target=self._run_decoder, name="worldmodel-decode", daemon=True)]
         for t in self._threads:
@@ -222,6 +228,7 @@ class WorldModelSource(Source):
         if self._error:
             err, self._error = self._error, ""
             raise RuntimeError(f"world model: {err}")
+        self._check_rate(ctx)
         with self._lock:
             frame, view = self._latest, self._view
         if frame is None:
@@ -229,15 +236,41 @@ class WorldModelSource(Source):
         # upscaled to the output, moved by the camera's rest under a latent cell (one resample either way)
         return present(frame, view, (ctx.width, ctx.height))
 
+    # a world that makes fewer than SLOW_SHARE of the output's frames, at SLOW_CHECKS checks in a row RATE_CHECK_S
+    # apart, is said in the log (once a minute at most) with what to do about it
+    RATE_CHECK_S, SLOW_CHECKS, SLOW_SHARE = 2.0, 3, 0.85
+
+    def _rate(self) -> tuple[int, float]:
+        """Pictures made, and how many a second over the last two seconds."""
+        now = time.monotonic()
+        with self._lock:
+            made, recent = self._frames, [t for t in self._made if now - t <= 2.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return made, rate
+
+    def _check_rate(self, ctx: FrameContext) -> None:
+        """Warn when the world does not keep up with the output (output frames then repeat a picture)."""
+        now = time.monotonic()
+        if now - self._rate_checked < self.RATE_CHECK_S:
+            return
+        self._rate_checked = now
+        made, rate = self._rate()
+        slow = not self.p.paused and made > 2 * ctx.fps and rate < self.SLOW_SHARE * ctx.fps
+        self._slow_checks = self._slow_checks + 1 if slow else 0
+        if self._slow_checks >= self.SLOW_CHECKS and now - self._slow_warned >= 60.0:
+            self._slow_warned = now
+            steps, layer = int(self.p.steps), self.config.layer
+            advice = f"/{layer}/steps 1, " if steps > 1 else ""
+            log.warning("world model /%s: %.0f new pictures a second at %g fps output (%d steps): output frames "
+                        "repeat one; try %sa lower frame rate (--fps), or fewer other effects on this machine",
+                        layer, rate, ctx.fps, steps, advice)
+
     def stats(self) -> dict | None:
         """The pictures the world has made, how many a second over the last two seconds (one per output frame while
         it keeps up), and the model's share of the newest (ms)."""
         if getattr(self, "world", None) is None:
             return None
-        now = time.monotonic()
-        with self._lock:
-            made, recent = self._frames, [t for t in self._made if now - t <= 2.0]
-        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        made, rate = self._rate()
         timings = dict(self.world.timings)  # one copy (the model and decoder threads write it as they go)
         return {"pictures": made, "pictures_per_s": round(rate, 1), "steps": int(self.p.steps),
                 **{k: round(v, 2) for k, v in timings.items()}}
