@@ -123,9 +123,6 @@ class WorldModelSource(Source):
         self._credit = 2
         self._demand = threading.Condition()
         self._knobs_before: np.ndarray | None = None  # the knobs the model thread read for the frame before
-        self._rate_checked = time.monotonic()  # see _check_rate
-        self._slow_checks = 0
-        self._slow_warned = -1e9
         self._threads = [threading.Thread(target=self._run_model, name="worldmodel", daemon=True),
                          threading.Thread(target=self._run_decoder, name="worldmodel-decode", daemon=True)]
         for t in self._threads:
@@ -239,6 +236,9 @@ class WorldModelSource(Source):
     # a world that makes fewer than SLOW_SHARE of the output's frames, at SLOW_CHECKS checks in a row RATE_CHECK_S
     # apart, is said in the log (once a minute at most) with what to do about it
     RATE_CHECK_S, SLOW_CHECKS, SLOW_SHARE = 2.0, 3, 0.85
+    _rate_checked: float | None = None  # when the last check was (None: the first frame starts the clock)
+    _slow_checks = 0  # slow checks in a row
+    _slow_warned = -1e9  # when the log last said so
 
     def _rate(self) -> tuple[int, float]:
         """Pictures made, and how many a second over the last two seconds."""
@@ -251,6 +251,8 @@ class WorldModelSource(Source):
     def _check_rate(self, ctx: FrameContext) -> None:
         """Warn when the world does not keep up with the output (output frames then repeat a picture)."""
         now = time.monotonic()
+        if self._rate_checked is None:
+            self._rate_checked = now
         if now - self._rate_checked < self.RATE_CHECK_S:
             return
         self._rate_checked = now
