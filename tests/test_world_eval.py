@@ -144,6 +144,19 @@ def test_switch_jump_ratio_on_a_stream_with_a_known_spike():
     assert M.switch_jump_ratio(np.zeros(50), [25]) == [1.0]  # a frozen stream does not jump
 
 
+def test_the_local_jump_ratio_measures_a_switch_against_the_motion_ahead_of_it():
+    changes = np.ones(300)
+    changes[150:200] = 6.0  # a fast turn …
+    changes[199] = 9.0  # … whose fastest frame falls just before a smooth switch at 201
+    g = M.switch_jump_ratio(changes, [201], window=4)
+    loc = M.switch_jump_ratio(changes, [201], window=4, before=30)
+    assert g[0] == pytest.approx((9 + 1e-3) / (1 + 1e-3))  # the whole stream's calm: looks like a jump
+    assert loc[0] == pytest.approx((9 + 1e-3) / (6 + 1e-3))  # against the turn it interrupts: 1.5
+    changes[203] = 40.0  # a real cut stands out against the turn too
+    assert M.switch_jump_ratio(changes, [201], window=4, before=30)[0] > 6
+    assert M.switch_jump_ratio(changes, [5], window=4, before=30) == M.switch_jump_ratio(changes, [5], window=4)
+
+
 def test_r2_scores():
     y = np.random.default_rng(4).random((50, 3))
     assert M.r2_scores(y, y) == pytest.approx(np.ones(3))
@@ -312,6 +325,8 @@ def test_switch_jump_ratio_and_timing_are_reported(small_eval):
     assert ref["switches"] >= 1 and ref["median"] > 1.0  # the renderer cuts on a family switch
     assert res["worlds"]["renderer"]["switch_jump_ratio"]["median"] > 1.0
     assert res["worlds"]["copy-last"]["switch_jump_ratio"]["median"] == pytest.approx(1.0)  # frozen: no jump
+    assert res["reference"]["switch_jump_ratio_local"]["median"] > 1.0
+    assert res["worlds"]["copy-last"]["switch_jump_ratio_local"]["median"] == pytest.approx(1.0)
     assert res["worlds"]["renderer"]["timing"]["step_ms_p50"] > 0
 
 

@@ -19,14 +19,21 @@ def _latent(seed: int = 0, h: int = 18, w: int = 32) -> torch.Tensor:
     return torch.randn(1, 8, h, w, generator=g)
 
 
-def test_the_memory_window_goes_round_sideways_and_looks_up_and_down_within_its_pad():
+def test_the_memory_window_goes_on_into_the_mirror_image_and_round_and_looks_up_and_down_within_its_pad():
     z = _latent()
-    mem = WorldMemory(z, pad=3)
+    mirror = _latent(5)  # (the opening frame's mirror image, encoded)
+    mem = WorldMemory(z, pad=3, mirror=mirror)
     assert torch.equal(mem.window(), z)
-    mem.shift(5, 0)  # the picture moved 5 cells right: the window shows what was 5 cells to its left
-    assert torch.equal(mem.window(), torch.roll(z, 5, dims=-1))
-    mem.shift(27, 0)  # a whole turn (32 cells) comes back to the start
+    mem.shift(5, 0)  # the picture moved 5 cells right: the window shows what was 5 cells to its left, the mirror's end
+    assert torch.equal(mem.window(), torch.cat([mirror[..., -5:], z[..., :-5]], -1))
+    assert torch.equal(mem.window(-5, 0), z)  # the window after a move, nothing moved
+    mem.shift(27, 0)  # 32 cells: the mirror image in full
+    assert torch.equal(mem.window(), mirror)
+    mem.shift(32, 0)  # a whole turn (64 cells) comes back to the start
     assert torch.equal(mem.window(), z)
+    mem.shift(-64 - 3, 0)  # and the other way round
+    assert torch.equal(mem.window(), torch.cat([z[..., 3:], mirror[..., :3]], -1))
+    mem.shift(3, 0)
     mem.shift(0, 2)  # the picture moved 2 cells down: the camera looks up, at the mirrored rows above
     win = mem.window()
     assert torch.equal(win[..., 2:, :], z[..., :-2, :])
@@ -47,7 +54,21 @@ def test_each_frame_is_pulled_towards_the_memory_whose_look_is_always_made_from_
     mem.relook(change)  # not added up: the change from the canvas as made
     assert torch.allclose(mem.window(), z + 0.5)
     mem.shift(3, 1)
-    assert torch.allclose(mem.canvas, mem.base + 0.5)  # the whole canvas, in and out of view
+    assert torch.allclose(mem.canvas, torch.cat([mem.base, mem.mirror_base], -1) + 0.5)  # in and out of view
+
+
+def test_the_canvas_has_no_seam_however_far_the_camera_turns():
+    """Each pair of neighbouring window columns is a pair of neighbours of the picture or of its mirror image, or
+    their join, where the picture's edge meets its own mirror image (the same column). A canvas one picture wide
+    joined the right edge to the left one: a hard vertical seam."""
+    w = 32
+    z = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w).expand(1, 8, 18, w).clone()
+    mem = WorldMemory(z, pad=2, mirror=z.flip(-1))
+    for _ in range(3 * 2 * w):
+        win = mem.window()[0, 0, 0]
+        assert float((win[1:] - win[:-1]).abs().max()) <= 1.0
+        mem.shift(1, 0)
+    assert torch.equal(mem.window(), z)
 
 
 def test_a_new_memory_fades_in_over_the_switch():
@@ -80,11 +101,13 @@ def test_cells_mode_moves_the_latent_by_whole_cells_and_keeps_the_rest_in_the_vi
     assert moved[0] >= 6 and moved[1] <= -3
 
 
-def test_resample_shifts_cells_exactly_and_wraps_round_sideways():
+def test_resample_shifts_cells_exactly_and_mirrors_what_enters_sideways():
     z = _latent()
     t = np.eye(3)
     t[0, 2] = -2 * 8.0  # each cell from 2 cells to its left: the picture moves 2 cells right
-    assert torch.equal(resample(z, t), torch.roll(z, 2, dims=-1))
+    assert torch.equal(resample(z, t), torch.cat([z[..., [2, 1]], z[..., :-2]], -1))
+    t[0, 2] = 62 * 8.0  # 62 cells left: round the picture and its mirror image (2 × 31 cells) to the start
+    assert torch.equal(resample(z, t), z)
     t = np.eye(3)
     t[1, 2] = 8.0  # each cell from the one below: the picture moves up; the bottom row reflects
     up = resample(z, t, wrap=False)
@@ -123,8 +146,9 @@ def test_a_turning_world_moves_its_latent_round_by_whole_cells_and_shows_the_res
     for _ in range(5):
         z = wm.next_latent(right)
         frame = wm.decode_timed(z, wm.view)
-    # 20 px: 2 whole cells in the latent (wrapped round), 4 px in the view
-    assert torch.allclose(z, torch.roll(start, 2, dims=-1), atol=1e-5)
+    # 20 px: 2 whole cells in the latent (the picture's mirror image entering: no memory here), 4 px in the view
+    # (a cell a frame, each time the frame's own edge cell mirrored in: s0 s1 s0 s1 s2 …)
+    assert torch.allclose(z, torch.cat([start[..., [0, 1]], start[..., :-2]], -1), atol=1e-5)
     assert np.allclose(wm.view[:2, 2], (4.0, 0.0))
     assert np.array_equal(frame, present(wm.decode(z), wm.view))
     wm.camera.gain = 0.0
@@ -172,11 +196,35 @@ def test_held_knobs_cost_one_commit_a_frame_in_cells_mode_and_a_changed_move_one
     for _ in range(4):
         wm.next_latent(right)
     assert len(commits) == 5  # the opening frame and one per frame
-    assert torch.allclose(commits[0], torch.roll(start, 1, dims=-1))  # committed one cell on already
+    assert torch.allclose(commits[0], torch.cat([start[..., [1]], start[..., :-1]], -1))  # one cell on already
     raw = wm._ctx_raw.clone()
     wm.next_latent(NEUTRAL)  # straight on now: the newest frame was committed moved, so once more, unmoved
     assert len(commits) == 7
     assert torch.equal(commits[5], raw)
+
+
+def test_what_enters_the_turning_picture_is_the_memorys_world():
+    """The cells entering at the side the camera turns to come from the memory's canvas — the world's mirror image,
+    then the world — both in the context frame committed ahead of the move and in the one moved at the step."""
+    wm = _still_world(memory_pull=0.2)
+    commits = []
+    orig = wm.dyn.commit
+    wm.dyn.commit = lambda *a, **k: (commits.append(a[1].clone()), orig(*a, **k))[1]
+    right = NEUTRAL.copy()
+    right[0] = 1.0  # 8 px a frame: one cell every frame
+    wm.reset(1, right, "plasma")
+    mirror = wm.memory.mirror_base[..., wm.memory_pad:wm.memory_pad + 18, :]
+    assert torch.allclose(commits[0][..., 0], mirror[..., -1])  # the opening frame, committed one cell on already
+    for k in range(2, 6):
+        wm.next_latent(right)
+        assert wm.memory.ox == k - 1
+        assert torch.allclose(commits[-1][..., 0], wm.memory.window(1, 0)[..., 0])  # the cell entering next
+        assert torch.allclose(commits[-1][..., 0], mirror[..., -k])
+    before = wm.memory.ox
+    wm.next_latent(NEUTRAL)  # straight on: committed once more, unmoved
+    wm.next_latent(right)  # and on again: moved at the step, the memory moved first
+    assert wm.memory.ox == before + 1
+    assert torch.allclose(commits[-2][..., 0], wm.memory.window()[..., 0])
 
 
 def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
@@ -201,10 +249,10 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
     assert all(np.allclose(k[1].numpy(), NEUTRAL) for k in calls)  # always from the knobs it was made under
     with torch.no_grad():
         expect = base + look(base, torch.from_numpy(NEUTRAL[None]), torch.from_numpy(c[None]))
-    assert torch.allclose(wm.memory.canvas, expect, atol=1e-5)
+    assert torch.allclose(wm.memory.canvas[..., :base.shape[-1]], expect, atol=1e-5)
     # a change glides into the memory in equal parts while the pull follows it closely, then eases back
     wm.look_glide, wm.look_pull = 4, 0.6
-    start = wm.memory.canvas.clone()
+    start = wm.memory.canvas[..., :wm.memory.w].clone()
     c = c.copy()
     c[4] -= 0.06
     with torch.no_grad():
@@ -214,7 +262,7 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
 
     def spy(z, pull):
         out = apply(z, pull)
-        seen.append((pull, wm.memory.canvas.clone()))
+        seen.append((pull, wm.memory.canvas[..., :wm.memory.w].clone()))
         return out
 
     wm.memory.apply = spy

@@ -830,10 +830,10 @@ def drift_report(rec: StreamRecord, lo: np.ndarray, hi: np.ndarray, window: int,
             "stats": stats}
 
 
-def _jump_report(rec: StreamRecord, window: int) -> dict[str, Any]:
+def _jump_report(rec: StreamRecord, window: int, before: int = 0) -> dict[str, Any]:
     if not rec.switches:
         return {"switches": 0, "median": None, "max": None, "per_switch": []}
-    r = M.switch_jump_ratio(rec.stats[:, M.STAT_NAMES.index("change")], rec.switches, window)
+    r = M.switch_jump_ratio(rec.stats[:, M.STAT_NAMES.index("change")], rec.switches, window, before=before)
     return {"switches": len(r), "median": float(np.median(r)), "max": float(np.max(r)), "per_switch": r}
 
 
@@ -869,6 +869,7 @@ class EvalConfig:
     pass_fraction: float = 0.9  # a drift statistic passes when this fraction of windows lies in the band
     jump_window: int = 4  # ± frames around a switch for the jump ratio
     jump_window_wide: int = 30  # … and ± frames for the same ratio over a whole dissolve (the world model's memory)
+    jump_before: int = 60  # … and the frames ahead of a switch that its local ratio measures it against
     feature_frames: int = 1000  # frames per stream for the Fréchet distance
     features: tuple[str, ...] = ("pixel",)
     readback: bool = True
@@ -916,6 +917,9 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
             "switch_jump_ratio": "largest change within ±jump_window frames of a family switch / median "
                                  "change elsewhere; compare with reference.switch_jump_ratio",
             "switch_jump_ratio_wide": "the same within ±jump_window_wide frames: a dissolve longer than jump_window",
+            "switch_jump_ratio_local": "the same within ±jump_window frames, against the median change of the "
+                                       "jump_before frames ahead of it (the motion the switch interrupts: a "
+                                       "fast turn's own motion is not a jump)",
             "prompt_readback": "worlds that take prompts: R² of the read-back of a look asked for in words (the "
                                "renderer's caption as the prompt, knobs neutral) and, under the same protocol, by "
                                "the knobs (prompt_probe)",
@@ -964,6 +968,7 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
         "frames": cfg.drift_frames * len(refs), "streams": len(refs), "n_windows": len(ref_windows),
         "band": {n: [float(lo[j]), float(hi[j])] for j, n in enumerate(M.STAT_NAMES)},
         "switch_jump_ratio": _jump_report(ref, cfg.jump_window),
+        "switch_jump_ratio_local": _jump_report(ref, cfg.jump_window, before=cfg.jump_before),
         "timing": _timing(ref),
     }
 
@@ -989,6 +994,7 @@ def run_eval(world_name: str | Sequence[str], out_dir: str | os.PathLike, config
                                                     seed=cfg.seed, progress=progress, desc=f"{name} prompt probe")
         r["switch_jump_ratio"] = _jump_report(rec, cfg.jump_window)
         r["switch_jump_ratio_wide"] = _jump_report(rec, cfg.jump_window_wide)
+        r["switch_jump_ratio_local"] = _jump_report(rec, cfg.jump_window, before=cfg.jump_before)
         r["timing"] = _timing(rec)
 
     # 5. pictures

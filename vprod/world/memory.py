@@ -4,9 +4,12 @@ The dynamics alone forget the world: each frame is drawn from the last few, thei
 ~30 frames (1 s) a terrain or a city has washed out into a lavender haze (docs/world-model, "The world's memory").
 The memory keeps what the world looks like where the camera is:
 
-- a canvas of latent cells, the width of the picture and `pad` cells more above and below it, made from the opening
-  frame (rows beyond it mirrored); its columns go round, so turning the camera a full width comes back to where it
-  started (a cylinder around the camera), and pitching it up or down looks at the rows above or below;
+- a canvas of latent cells, `pad` cells more above and below the picture (rows beyond it mirrored), made from the
+  opening frame and, beside it, the same frame mirrored left to right (encoded as a picture of its own, so the
+  mirror is exact in pixels): a cylinder around the camera twice the picture wide, with no seam — turning the camera
+  shows the world's mirror image and then the world again, and pitching it looks at the rows above or below. (A
+  cylinder one picture wide joined the picture's right edge to its left: a hard vertical seam crossed the picture
+  whenever the camera turned.);
 - the window the camera sees, moved by whole cells as the camera head moves the picture (vprod.world.motion, cells
   mode) — exact, so nothing blurs however far the camera turns;
 - each new frame is pulled some of the way to the window (WorldModel.memory_pull);
@@ -25,14 +28,19 @@ import torch
 
 
 class WorldMemory:
-    """A latent canvas (C, H + 2·pad, W) around the camera and the window (C, H, W) it sees now."""
+    """A latent canvas (C, H + 2·pad, 2·W) around the camera and the window (C, H, W) it sees now.
 
-    def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4):
+    `mirror`: the latent of the opening frame mirrored left to right (its own encoding); None: z's cells in mirrored
+    order (close: the cells' own insides stay unmirrored)."""
+
+    def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4,
+                 mirror: torch.Tensor | None = None):
         self.pad = int(pad)
         self.h, self.w = z.shape[-2:]
-        self.base = self._extend(z)  # the canvas as made, under …
+        self.base = self._extend(z)  # the picture's half of the canvas as made, under …
         self.controls = controls  # … these knobs (the look head's starting point)
-        self.canvas = self.base.clone()
+        self.mirror_base = self._extend(z.flip(-1) if mirror is None else mirror)  # the other half as made
+        self.canvas = self._whole(None)
         self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
         self._fade: tuple[torch.Tensor, int, int] | None = None  # (the old window, frames done, frames in all)
         self._glide: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # a look change on its way in
@@ -49,10 +57,24 @@ class WorldMemory:
             ext = torch.nn.functional.pad(ext, (0, 0, self.pad - p, self.pad - p), mode="replicate")
         return ext.clone()
 
+    def _whole(self, change: torch.Tensor | None) -> torch.Tensor:
+        """The canvas: the picture's half with the look `change` (of the half as made), and the mirror half with the
+        change mirrored (the look head runs on the picture's half only: a look is a smooth field)."""
+        if change is None:
+            return torch.cat([self.base, self.mirror_base], -1)
+        return torch.cat([self.base + change, self.mirror_base + change.flip(-1)], -1)
+
     # --- the window ---
-    def window(self) -> torch.Tensor:
-        rows = self.canvas[..., self.pad + self.oy:self.pad + self.oy + self.h, :]
-        return torch.roll(rows, shifts=self.ox, dims=-1)
+    def window(self, dx: int = 0, dy: int = 0) -> torch.Tensor:
+        """What the camera sees — after a move of the picture by (dx, dy) cells, if given (nothing is moved)."""
+        oy = max(-self.pad, min(self.pad, self.oy - int(dy)))
+        ox = (self.ox + int(dx)) % (2 * self.w)
+        rows = self.canvas[..., self.pad + oy:self.pad + oy + self.h, :]
+        if ox == 0:
+            return rows[..., :self.w]
+        if ox <= self.w:
+            return torch.cat([rows[..., -ox:], rows[..., :self.w - ox]], -1)
+        return rows[..., 2 * self.w - ox:3 * self.w - ox]
 
     def shift(self, kx: int, ky: int) -> None:
         """The picture moved by (kx, ky) whole cells (content right / down): the window moves the other way."""
@@ -78,24 +100,26 @@ class WorldMemory:
         equal parts over the next `frames` frames (apply() takes a part each), so the pull moves no frame by more
         than a part of it."""
         if frames <= 1:
-            self.canvas, self._glide = self.base + change, None
+            self.canvas, self._glide = self._whole(change), None
         else:
-            self._glide = (self.canvas - self.base, change, 0, int(frames))
+            self._glide = (self.canvas[..., :self.w] - self.base, change, 0, int(frames))
 
     def _glide_on(self) -> None:
         if self._glide is not None:
             start, end, done, total = self._glide
             done += 1
-            self.canvas = self.base + start + (done / total) * (end - start)
+            self.canvas = self._whole(start + (done / total) * (end - start))
             self._glide = (start, end, done, total) if done < total else None
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
-                old: torch.Tensor | None = None) -> None:
-        """A new canvas from `z` (the new world's opening latent, under `controls`), faded in over `fade_frames`
-        from the window now (or from `old`: the window now under the new knobs, when a prompt changed them too)."""
+                old: torch.Tensor | None = None, mirror: torch.Tensor | None = None) -> None:
+        """A new canvas from `z` (the new world's opening latent, under `controls`; `mirror` as at __init__), faded
+        in over `fade_frames` from the window now (or from `old`: the window now under the new knobs, when a prompt
+        changed them too)."""
         old = self.window() if old is None else old
         self.base = self._extend(z)
+        self.mirror_base = self._extend(z.flip(-1) if mirror is None else mirror)
         self.controls = controls
-        self.canvas, self._glide = self.base.clone(), None
+        self.canvas, self._glide = self._whole(None), None
         self.ox, self.oy = 0, 0
         self._fade = (old, 0, int(fade_frames)) if fade_frames > 0 else None

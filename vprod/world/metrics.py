@@ -308,12 +308,14 @@ def pixel_features(frames: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 
 def switch_jump_ratio(changes: np.ndarray, switches: Sequence[int], window: int = 4,
-                      eps: float = 1e-3) -> list[float]:
+                      eps: float = 1e-3, before: int = 0) -> list[float]:
     """For each switch index, (largest change within ±window frames of it + eps) / (median change elsewhere + eps).
 
     `changes[t]` is the change from frame t−1 to frame t (NaN where unknown, ignored); "elsewhere" excludes the
     neighbourhoods of every switch. eps (in the changes' units, 0..255) keeps a frozen stream at 1.0 instead of 0/0.
     ~1 means the switch is as smooth as ordinary motion; a hard cut gives a large ratio.
+    before > 0: "elsewhere" is, for each switch, the `before` frames just ahead of its neighbourhood (the motion the
+    switch interrupts: a switch during a fast turn is measured against the turn, not against the whole stream's calm).
     """
     c = np.asarray(changes, np.float64)
     n = len(c)
@@ -331,7 +333,12 @@ def switch_jump_ratio(changes: np.ndarray, switches: Sequence[int], window: int 
         seg = c[lo:hi]
         seg = seg[np.isfinite(seg)]
         peak = float(seg.max()) if len(seg) else 0.0
-        out.append((peak + eps) / (base + eps))
+        here = base
+        if before > 0:
+            ahead = c[max(0, lo - before):lo][~near[max(0, lo - before):lo]]
+            ahead = ahead[np.isfinite(ahead)]
+            here = float(np.median(ahead)) if len(ahead) else base
+        out.append((peak + eps) / (here + eps))
     return out
 
 

@@ -19,7 +19,7 @@ from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
 from .memory import WorldMemory
-from .motion import CameraHead, present, resample
+from .motion import REF_H, REF_W, CameraHead, present, resample
 from .prompt import HUE, PromptHead, PromptReading, hue_offset, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
@@ -323,9 +323,10 @@ class WorldModel:
         self._pull_boost = 0
         if self.camera is not None:
             self.camera.reset(controls)
-        self._commit_newest(self.encode(first_frame), self.last_cond, 1.0)
+        z = self.encode(first_frame)
+        self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
+        self._commit_newest(z, self.last_cond, 1.0)
         self.seed = int(seed)
-        self.memory = self.new_memory(self.last_latent)
         return first_frame
 
     def observe(self, frame: np.ndarray) -> None:
@@ -333,14 +334,19 @@ class WorldModel:
         self.cache.pop()
         if self.camera is not None:
             self.camera.view = np.eye(3)  # the true frame is the shown picture: no rest of a move left
-        self._commit_newest(self.encode(frame), self.last_cond, 1.0)
-        self.memory = self.new_memory(self.last_latent)
+        z = self.encode(frame)
+        self.memory = self.new_memory(z, frame)
+        self._commit_newest(z, self.last_cond, 1.0)
 
-    def new_memory(self, z: torch.Tensor) -> WorldMemory | None:
-        """A memory made from latent `z` (None while memory_pull is 0)."""
+    def new_memory(self, z: torch.Tensor, frame: np.ndarray | None = None) -> WorldMemory | None:
+        """A memory made from latent `z` — of `frame`, if given: its mirror image is encoded for the canvas's other
+        half (see WorldMemory) — or None while memory_pull is 0."""
         if self.memory_pull <= 0:
             return None
-        return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad)
+        return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad, mirror=self._mirror_latent(frame))
+
+    def _mirror_latent(self, frame: np.ndarray | None) -> torch.Tensor | None:
+        return None if frame is None else self.encode(np.ascontiguousarray(np.asarray(frame)[:, ::-1]))
 
     def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
         """z into the context as its newest frame (with its noise level). Camera-context weights see it moved by the
@@ -354,10 +360,30 @@ class WorldModel:
             self._ctx_move = self.camera.peek_move(cond["control"][0].cpu().numpy(), self._family_weights(),
                                                    tuple(z.shape[-2:]))
             if self._ctx_move is not None:
-                z = resample(z, self._ctx_move, wrap=self.camera.wrap)
+                z = self._moved(z, self._ctx_move, ahead=True)
         with torch.no_grad(), self._dyn_autocast():
             self.dyn.commit(self.cache, z, cond, self.t, tau_ctx=tau)
         self.last_latent, self._last_tau = z, tau
+
+    def _moved(self, z: torch.Tensor, move: np.ndarray, ahead: bool = False) -> torch.Tensor:
+        """The newest context frame `z` moved by the cells mode's `move` (resample); the cells that enter at its
+        edges are the memory's (`ahead`: the memory has not moved by it yet) — the world's own picture there, where
+        the frame alone can only mirror its own edge. (Past the memory's pad rows its window stops; the rows that
+        then enter are its edge rows.)"""
+        out = resample(z, move, wrap=self.camera.wrap)
+        if self.memory is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
+            return out
+        h, w = z.shape[-2:]
+        kx = int(round(-move[0, 2] / (REF_W / w)))
+        ky = int(round(-move[1, 2] / (REF_H / h)))
+        win = self.memory.window(kx, ky) if ahead else self.memory.window()
+        if kx:
+            cols = slice(0, kx) if kx > 0 else slice(w + kx, w)
+            out[..., cols] = win[..., cols]
+        if ky:
+            rows = slice(0, ky) if ky > 0 else slice(h + ky, h)
+            out[..., rows, :] = win[..., rows, :]
+        return out
 
     def step(self, controls) -> np.ndarray:
         z = self.next_latent(controls)
@@ -397,7 +423,7 @@ class WorldModel:
                 if not _same_move(move, self._ctx_move):
                     self.cache.pop()
                     self._ctx_move = move
-                    moved = self._ctx_raw if move is None else resample(self._ctx_raw, move, wrap=self.camera.wrap)
+                    moved = self._ctx_raw if move is None else self._moved(self._ctx_raw, move)
                     self.last_latent = moved
                     with torch.no_grad(), self._dyn_autocast():
                         self.dyn.commit(self.cache, moved, self.last_cond, self.t, tau_ctx=self._last_tau)
@@ -597,6 +623,6 @@ class WorldModel:
                     with torch.no_grad(), self._autocast():
                         old = old + self.look(old, self.last_cond["control"], ctl_t).float()
                 self.memory.replace(self.encode(first), ctl_t, max(self.memory_fade_frames, self.transition_frames),
-                                    old=old)
+                                    old=old, mirror=self._mirror_latent(first))
         self.family = family
         self._retarget_offset()

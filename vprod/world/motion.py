@@ -73,7 +73,8 @@ class CameraHead:
         self.hysteresis = 0.6  # cells: the picture moves a whole cell once the rest passes this share of a cell
         # cells: speed zooms the latent by repeating cells (nearest) — measured to cost more than it shows, so off
         self.zoom = False
-        self.wrap = True  # cells: what leaves at one side comes back at the other (a turn goes round the world)
+        # cells: a turn goes on into the picture's mirror image and round (the memory's cylinder, with no seam)
+        self.wrap = True
         self.padding = "reflection"  # what enters at the edges (for shifts under half a cell: the edge cell itself)
         self.pitch = 0.0  # the eased camera pitch, −1..1, as the renderer eases it
 
@@ -180,9 +181,20 @@ def flow_matrix(params: np.ndarray) -> np.ndarray:
     return np.array([[1 + a1 * sx, a2 * sy, a0], [b1 * sx, 1 + b2 * sy, b0], [0.0, 0.0, 1.0]])
 
 
+def mirrored(u: torch.Tensor, w: int) -> torch.Tensor:
+    """Column positions `u` (in cells, any value) folded into a picture `w` cells wide that goes on sideways into
+    its own mirror image and then round: the columns 0, 1, …, w−1, w−2, …, 1, 0, 1, … — a cylinder 2·(w − 1)
+    cells round with no seam. (A cylinder one picture wide joined the picture's right edge to its left: a hard
+    vertical seam crossed the picture whenever the camera turned; docs/world-model.)"""
+    period = 2.0 * (w - 1)
+    u = torch.remainder(u, period)
+    return torch.where(u > w - 1, period - u, u)
+
+
 def resample(z: torch.Tensor, t: np.ndarray, padding: str = "reflection", wrap: bool = True) -> torch.Tensor:
     """z (N, C, H, W) with each cell taken, nearest, from where the 3×3 map `t` (new → old position, REF pixels,
-    centred) sends the cell's centre: a whole-cell shift moves cells exactly, a zoom step repeats or drops a few."""
+    centred) sends the cell's centre: a whole-cell shift moves cells exactly, a zoom step repeats or drops a few.
+    wrap: what enters at a side is the picture's mirror image (`mirrored`), else `padding`."""
     n, _, h, w = z.shape
     key = (h, w, str(z.device))
     base = _GRIDS.get(key)
@@ -191,8 +203,10 @@ def resample(z: torch.Tensor, t: np.ndarray, padding: str = "reflection", wrap: 
     px = torch.stack([base[..., 0] * (REF_W / 2), base[..., 1] * (REF_H / 2)], -1)
     m = torch.as_tensor(t, dtype=torch.float32, device=z.device)
     q = px @ m[:2, :2].T + m[:2, 2]
-    if wrap:  # x goes round (a turn comes back to where it started); y reflects at the edges
-        q = torch.stack([torch.remainder(q[..., 0] + REF_W / 2, REF_W) - REF_W / 2, q[..., 1]], -1)
+    if wrap and w > 1:  # x goes on into the picture's mirror image and round (see mirrored); y reflects
+        cw = REF_W / w
+        u = mirrored((q[..., 0] + REF_W / 2) / cw - 0.5, w)  # in cells
+        q = torch.stack([(u + 0.5) * cw - REF_W / 2, q[..., 1]], -1)
     grid = torch.stack([q[..., 0] / (REF_W / 2), q[..., 1] / (REF_H / 2)], -1).expand(n, -1, -1, -1)
     out = F.grid_sample(z.float(), grid, mode="nearest", padding_mode=padding, align_corners=False)
     return out.to(z.dtype)
