@@ -182,16 +182,23 @@ def test_a_family_switch_fades_the_memory_to_the_new_worlds_opening_view():
     assert torch.allclose(z, new, atol=1e-5)
 
 
-def test_held_knobs_cost_one_commit_a_frame_in_cells_mode_and_a_changed_move_one_more():
-    """The newest frame enters the context already moved by the whole cells the next step will move it (if the
-    knobs stay); only a different move commits it again."""
-    wm = _still_world()
+def _turning_right(wm):
+    """The latents `wm` commits to its context (recorded from now on) and the knobs that turn it right at 8 px a
+    frame (one cell every frame); `wm` is reset (plasma) under them."""
     commits = []
     orig = wm.dyn.commit
     wm.dyn.commit = lambda *a, **k: (commits.append(a[1].clone()), orig(*a, **k))[1]
     right = NEUTRAL.copy()
-    right[0] = 1.0  # 8 px a frame: one cell every frame
+    right[0] = 1.0
     wm.reset(1, right, "plasma")
+    return commits, right
+
+
+def test_held_knobs_cost_one_commit_a_frame_in_cells_mode_and_a_changed_move_one_more():
+    """The newest frame enters the context already moved by the whole cells the next step will move it (if the
+    knobs stay); only a different move commits it again."""
+    wm = _still_world()
+    commits, right = _turning_right(wm)
     start = wm._ctx_raw.clone()
     for _ in range(4):
         wm.next_latent(right)
@@ -207,12 +214,7 @@ def test_what_enters_the_turning_picture_is_the_memorys_world():
     """The cells entering at the side the camera turns to come from the memory's canvas — the world's mirror image,
     then the world — both in the context frame committed ahead of the move and in the one moved at the step."""
     wm = _still_world(memory_pull=0.2)
-    commits = []
-    orig = wm.dyn.commit
-    wm.dyn.commit = lambda *a, **k: (commits.append(a[1].clone()), orig(*a, **k))[1]
-    right = NEUTRAL.copy()
-    right[0] = 1.0  # 8 px a frame: one cell every frame
-    wm.reset(1, right, "plasma")
+    commits, right = _turning_right(wm)
     mirror = wm.memory.mirror_base[..., wm.memory_pad:wm.memory_pad + 18, :]
     assert torch.allclose(commits[0][..., 0], mirror[..., -1])  # the opening frame, committed one cell on already
     for k in range(2, 6):
