@@ -147,10 +147,18 @@ def test_a_turning_world_moves_its_latent_round_by_whole_cells_and_shows_the_res
         z = wm.next_latent(right)
         frame = wm.decode_timed(z, wm.view)
     # 20 px: 2 whole cells in the latent (the picture's mirror image entering: no memory here), 4 px in the view
-    # (a cell a frame, each time the frame's own edge cell mirrored in: s0 s1 s0 s1 s2 …)
-    assert torch.allclose(z, torch.cat([start[..., [0, 1]], start[..., :-2]], -1), atol=1e-5)
+    assert torch.allclose(z, torch.cat([start[..., [2, 1]], start[..., :-2]], -1), atol=1e-5)
     assert np.allclose(wm.view[:2, 2], (4.0, 0.0))
     assert np.array_equal(frame, present(wm.decode(z), wm.view))
+    # … while the dynamics' own frame keeps its patch grid (4 cells wide) on the world: under half a patch, its
+    # context has not moved; the third cell moves it a whole patch, and the picture is it moved back by one
+    assert wm._phase == (2, 0) and torch.allclose(wm._ctx_raw, start, atol=1e-5)
+    while wm._phase == (2, 0):
+        z = wm.next_latent(right)
+    assert wm._phase == (-1, 0)
+    assert torch.allclose(wm._ctx_raw, torch.cat([start[..., [4, 3, 2, 1]], start[..., :-4]], -1), atol=1e-5)
+    # (the cell leaving the dynamics' frame at the right comes back mirrored: with no memory nothing knows it)
+    assert torch.allclose(z, torch.cat([start[..., [3, 2, 1]], start[..., :-4], start[..., [-6]]], -1), atol=1e-5)
     wm.camera.gain = 0.0
     assert wm.view is None  # no camera: the picture as decoded
 
@@ -195,38 +203,53 @@ def _turning_right(wm):
 
 
 def test_held_knobs_cost_one_commit_a_frame_in_cells_mode_and_a_changed_move_one_more():
-    """The newest frame enters the context already moved by the whole cells the next step will move it (if the
-    knobs stay); only a different move commits it again."""
+    """The dynamics' context moves by whole patches (4 cells wide) only: the newest frame enters it already moved a
+    patch when the next step's cell will take the phase past half a patch (if the knobs stay); only a different move
+    commits it again."""
     wm = _still_world()
-    commits, right = _turning_right(wm)
+    commits, right = _turning_right(wm)  # one cell a frame
     start = wm._ctx_raw.clone()
-    for _ in range(4):
-        wm.next_latent(right)
-    assert len(commits) == 5  # the opening frame and one per frame
-    assert torch.allclose(commits[0], torch.cat([start[..., [1]], start[..., :-1]], -1))  # one cell on already
-    raw = wm._ctx_raw.clone()
+    assert torch.equal(commits[0], start)  # one cell is under half a patch: not moved
+    wm.next_latent(right)
+    wm.next_latent(right)
+    assert wm._phase == (2, 0) and len(commits) == 3  # one a frame
+    raw = wm._ctx_raw.clone()  # the next cell takes the phase to 3: a patch on already (no memory: mirrored in)
+    assert torch.allclose(commits[-1], torch.cat([raw[..., [4, 3, 2, 1]], raw[..., :-4]], -1))
     wm.next_latent(NEUTRAL)  # straight on now: the newest frame was committed moved, so once more, unmoved
-    assert len(commits) == 7
-    assert torch.equal(commits[5], raw)
+    assert len(commits) == 5 and wm._phase == (2, 0)
+    assert torch.equal(commits[3], raw)
 
 
 def test_what_enters_the_turning_picture_is_the_memorys_world():
-    """The cells entering at the side the camera turns to come from the memory's canvas — the world's mirror image,
-    then the world — both in the context frame committed ahead of the move and in the one moved at the step."""
+    """Turning, the cells that enter come from the memory's canvas — the world's mirror image beside it —: in the
+    picture (the dynamics' frame moved on by the phase) and in the context moved a patch ahead of the move."""
     wm = _still_world(memory_pull=0.2)
     commits, right = _turning_right(wm)
     mirror = wm.memory.mirror_base[..., wm.memory_pad:wm.memory_pad + 18, :]
-    assert torch.allclose(commits[0][..., 0], mirror[..., -1])  # the opening frame, committed one cell on already
-    for k in range(2, 6):
-        wm.next_latent(right)
-        assert wm.memory.ox == k - 1
-        assert torch.allclose(commits[-1][..., 0], wm.memory.window(1, 0)[..., 0])  # the cell entering next
-        assert torch.allclose(commits[-1][..., 0], mirror[..., -k])
-    before = wm.memory.ox
-    wm.next_latent(NEUTRAL)  # straight on: committed once more, unmoved
-    wm.next_latent(right)  # and on again: moved at the step, the memory moved first
-    assert wm.memory.ox == before + 1
-    assert torch.allclose(commits[-2][..., 0], wm.memory.window()[..., 0])
+    phases = []
+    for _ in range(3):
+        z = wm.next_latent(right)
+        phases.append(wm._phase)
+        if wm._phase[0] > 0:  # the picture is the frame moved right: the cells entering at the left
+            n = wm._phase[0]
+            assert torch.allclose(z[..., :n], wm.memory.window()[..., :n])
+    assert phases == [(1, 0), (2, 0), (-1, 0)] and wm.memory.ox == 3
+    # the context moved a whole patch ahead of the third cell: the four cells entering it, the mirror image's last
+    assert torch.allclose(commits[-2][..., :4], mirror[..., -4:])
+    assert torch.allclose(commits[-2][..., :4], wm._frame_window()[..., :4])
+    assert torch.allclose(z[..., -1:], wm.memory.window()[..., -1:])  # the picture: the frame moved back a cell
+
+
+def test_a_memory_turned_on_while_the_world_turns_holds_the_picture_in_view():
+    wm = _still_world()
+    _, right = _turning_right(wm)
+    for _ in range(2):
+        z = wm.next_latent(right)
+    assert wm.memory is None and wm._phase == (2, 0)  # the picture: the dynamics' frame moved on by two cells
+    wm.memory_pull = 0.2
+    wm.memory_from_view()
+    assert torch.allclose(wm._frame_window(), wm._ctx_raw)  # the memory where the dynamics' frame is …
+    assert torch.allclose(wm.memory.window()[..., 2:], z[..., 2:])  # … and where the picture is
 
 
 def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
@@ -262,8 +285,8 @@ def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():
     seen = []
     apply = wm.memory.apply
 
-    def spy(z, pull):
-        out = apply(z, pull)
+    def spy(z, pull, *where):
+        out = apply(z, pull, *where)
         seen.append((pull, wm.memory.canvas[..., :wm.memory.w].clone()))
         return out
 

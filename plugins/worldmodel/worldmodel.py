@@ -164,7 +164,7 @@ class WorldModelSource(Source):
                 if w.memory_pull <= 0:  # turned off: the look head acts on the picture again, nothing pulls it
                     w.memory = None
                 elif w.memory is None and w.last_latent is not None:  # turned on: from what is in view now
-                    w.memory = w.new_memory(w.last_latent)
+                    w.memory_from_view()
                 knobs = self._controls()
                 z = w.next_latent(knobs)
                 # the next frame's look pass, for the decoder's thread while it waits: for the knobs then, guessed

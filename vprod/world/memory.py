@@ -82,18 +82,27 @@ class WorldMemory:
         self.oy = max(-self.pad, min(self.pad, self.oy - int(ky)))
 
     # --- each frame ---
-    def apply(self, z: torch.Tensor, pull: float) -> torch.Tensor:
-        """The new frame `z` pulled `pull` of the way towards what the memory holds at the window."""
+    def apply(self, z: torch.Tensor, pull: float, dx: int = 0, dy: int = 0) -> torch.Tensor:
+        """The new frame `z` pulled `pull` of the way towards what the memory holds at the window (moved by (dx, dy)
+        cells: where z is, if not at the window)."""
         self._glide_on()
-        win = self.window()
-        target = win
-        if self._fade is not None:  # a new canvas fading in: towards the old window, less each frame
+        if self._fade is not None:  # a new canvas fading in: one frame further
             old, done, total = self._fade
-            a = (done + 1) / total
-            a = a * a * (3 - 2 * a)
-            target = old + a * (win - old)
-            self._fade = (old, done + 1, total) if done + 1 < total else None
+            self._fade = (old, done + 1, total)
+        target = self.target(dx, dy)
+        if self._fade is not None and self._fade[1] >= self._fade[2]:
+            self._fade = None
         return z + pull * (target - z)
+
+    def target(self, dx: int = 0, dy: int = 0) -> torch.Tensor:
+        """What the memory holds at the window moved by (dx, dy) (see window) — while a new canvas fades in, the old
+        window faded towards it as far as the last apply() took it."""
+        win = self.window(dx, dy)
+        if self._fade is None:
+            return win
+        old, done, total = self._fade
+        a = done / total
+        return old + (a * a * (3 - 2 * a)) * (win - old)
 
     def relook(self, change: torch.Tensor, frames: int = 0) -> None:
         """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now: at once, or in

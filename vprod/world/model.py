@@ -216,6 +216,14 @@ class WorldModel:
         self.look_pull = 0.6
         self._pull_boost = 0
         self.seed = 0
+        # cells mode: the dynamics' own frame keeps its patch grid on the world. Its context moves by whole patches
+        # only, and the picture shown is that frame moved on by the cells in between (`_phase`), the cells entering
+        # it taken from the memory: the frame the model draws depends on where the patch grid falls (a one-cell
+        # move of its context changed it by twice a frame's own change, a whole patch by a tenth of it), so moving
+        # the context cell by cell made every cell move of a turn a visible tick (docs/world-model, "No tick when the
+        # camera moves a cell")
+        self.patch_phase = True
+        self._phase = (0, 0)  # cells (x, y): the picture is the dynamics' frame moved by these (right / down)
 
     @property
     def steps(self) -> int:
@@ -323,6 +331,7 @@ class WorldModel:
         self._pull_boost = 0
         if self.camera is not None:
             self.camera.reset(controls)
+        self._phase = (0, 0)
         z = self.encode(first_frame)
         self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
         self._commit_newest(z, self.last_cond, 1.0)
@@ -336,6 +345,9 @@ class WorldModel:
             self.camera.view = np.eye(3)  # the true frame is the shown picture: no rest of a move left
         z = self.encode(frame)
         self.memory = self.new_memory(z, frame)
+        if self._phase != (0, 0):  # the dynamics' frame is the picture moved back by the phase
+            back = self._cells_move(-self._phase[0], -self._phase[1], z.shape[-2:])
+            z = self._moved(z, back, self._frame_window())
         self._commit_newest(z, self.last_cond, 1.0)
 
     def new_memory(self, z: torch.Tensor, frame: np.ndarray | None = None) -> WorldMemory | None:
@@ -345,38 +357,74 @@ class WorldModel:
             return None
         return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad, mirror=self._mirror_latent(frame))
 
+    def memory_from_view(self) -> None:
+        """A memory made from the latent in view now (the memory turned on while the world runs): the dynamics'
+        frame as it is (not moved on ahead of the next step), which the picture is moved on from by the phase."""
+        self.memory = self.new_memory(self._ctx_raw if self._ctx_raw is not None else self.last_latent)
+        if self.memory is not None:
+            self.memory.shift(*self._phase)  # made from the dynamics' frame: the picture is it moved by the phase
+
+    def _frame_window(self) -> torch.Tensor | None:
+        """What the memory holds where the dynamics' frame is (the picture's window moved back by the phase; while
+        a new world fades in, the fade so far); None without a memory."""
+        return None if self.memory is None else self.memory.target(-self._phase[0], -self._phase[1])
+
+    def _cells_move(self, kx: int, ky: int, hw) -> np.ndarray | None:
+        """`resample`'s map for a move by whole cells (content right / down), or None for no move."""
+        if not kx and not ky:
+            return None
+        h, w = hw
+        return np.array([[1.0, 0.0, -kx * REF_W / w], [0.0, 1.0, -ky * REF_H / h], [0.0, 0.0, 1.0]])
+
+    def _context_step(self, kx: int, ky: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """For a move of the picture by (kx, ky) cells: the move of the dynamics' context — whole patches, once the
+        phase passes half a patch — and the phase after it."""
+        if not self.patch_phase:
+            return (kx, ky), self._phase
+        pw, ph = self.dyn.cfg.patch_w, self.dyn.cfg.patch
+        px, py = self._phase[0] + kx, self._phase[1] + ky
+        mx, my = pw * round(px / pw), ph * round(py / ph)
+        return (mx, my), (px - mx, py - my)
+
     def _mirror_latent(self, frame: np.ndarray | None) -> torch.Tensor | None:
         return None if frame is None else self.encode(np.ascontiguousarray(np.asarray(frame)[:, ::-1]))
 
     def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
         """z into the context as its newest frame (with its noise level). Camera-context weights see it moved by the
-        flow the camera head expects for the next step if the controls stay, and in cells mode by the whole cells
-        it expects, so that step commits nothing again unless they moved (see next_latent)."""
+        flow the camera head expects for the next step if the controls stay, and in cells mode by the whole patches
+        it expects (see patch_phase), so that step commits nothing again unless they moved (see next_latent)."""
         self._ctx_raw, self._ctx_flow, self._ctx_move = z, None, None
         if self.camera is not None and self.camera.where == "context":
             self._ctx_flow = self.camera.peek(cond["control"][0].cpu().numpy(), self._family_weights())
             z = self.camera.warp(z, self._ctx_flow)
         elif self.camera is not None and self.camera.where == "cells":
-            self._ctx_move = self.camera.peek_move(cond["control"][0].cpu().numpy(), self._family_weights(),
-                                                   tuple(z.shape[-2:]))
-            if self._ctx_move is not None:
-                z = self._moved(z, self._ctx_move, ahead=True)
+            move = self.camera.peek_move(cond["control"][0].cpu().numpy(), self._family_weights(),
+                                         tuple(z.shape[-2:]))
+            if move is not None and abs(move[0, 0] - 1.0) < 1e-9:  # the context's part of it (see patch_phase)
+                k = (int(round(-move[0, 2] * z.shape[-1] / REF_W)), int(round(-move[1, 2] * z.shape[-2] / REF_H)))
+                m, phase = self._context_step(*k)
+                move = self._cells_move(*m, z.shape[-2:])
+                win = None if self.memory is None else self.memory.target(k[0] - phase[0], k[1] - phase[1])
+            else:
+                win = None
+            self._ctx_move = move
+            if move is not None:
+                z = self._moved(z, move, win)
         with torch.no_grad(), self._dyn_autocast():
             self.dyn.commit(self.cache, z, cond, self.t, tau_ctx=tau)
         self.last_latent, self._last_tau = z, tau
 
-    def _moved(self, z: torch.Tensor, move: np.ndarray, ahead: bool = False) -> torch.Tensor:
-        """The newest context frame `z` moved by the cells mode's `move` (resample); the cells that enter at its
-        edges are the memory's (`ahead`: the memory has not moved by it yet) — the world's own picture there, where
-        the frame alone can only mirror its own edge. (Past the memory's pad rows its window stops; the rows that
-        then enter are its edge rows.)"""
+    def _moved(self, z: torch.Tensor, move: np.ndarray, win: torch.Tensor | None) -> torch.Tensor:
+        """The latent `z` moved by the cells mode's `move` (resample); the cells that enter at its edges are taken
+        from `win`, the memory's window where z will be after the move (None: no memory) — the world's own picture
+        there, where the frame alone can only mirror its own edge. (Past the memory's pad rows its window stops;
+        the rows that then enter are its edge rows.)"""
         out = resample(z, move, wrap=self.camera.wrap)
-        if self.memory is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
+        if win is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
             return out
         h, w = z.shape[-2:]
         kx = int(round(-move[0, 2] / (REF_W / w)))
         ky = int(round(-move[1, 2] / (REF_H / h)))
-        win = self.memory.window(kx, ky) if ahead else self.memory.window()
         if kx:
             cols = slice(0, kx) if kx > 0 else slice(w + kx, w)
             out[..., cols] = win[..., cols]
@@ -414,16 +462,21 @@ class WorldModel:
                         self.dyn.commit(self.cache, self.last_latent, self.last_cond, self.t, tau_ctx=self._last_tau)
                 flow = None
             elif self.camera.where == "cells":
-                # whole cells of the move shift the newest context frame (exactly: nearest), so the dynamics draws
-                # the next frame where the camera went; the rest stays in the view the decoded picture is shown by.
-                # Committed so already (see _commit_newest) unless the knobs changed the move since: then once more
-                move = self.camera.advance(flow, tuple(self._ctx_raw.shape[-2:]))
+                # the move's whole patches shift the newest context frame (exactly: nearest), so the dynamics draws
+                # the next frame where the camera went; the cells between stay in the phase the picture is moved on
+                # by, and the rest under a cell in the view the decoded picture is shown by. Committed so already
+                # (see _commit_newest) unless the knobs changed the move since: then once more
+                hw = tuple(self._ctx_raw.shape[-2:])
+                move = self.camera.advance(flow, hw)
                 if move is not None and self.memory is not None:  # the memory turns with the camera (no zoom)
                     self.memory.shift(*self.camera.cells)
+                if move is not None and abs(move[0, 0] - 1.0) < 1e-9:  # the context moves by whole patches
+                    m, self._phase = self._context_step(*self.camera.cells)
+                    move = self._cells_move(*m, hw)
                 if not _same_move(move, self._ctx_move):
                     self.cache.pop()
                     self._ctx_move = move
-                    moved = self._ctx_raw if move is None else self._moved(self._ctx_raw, move)
+                    moved = self._ctx_raw if move is None else self._moved(self._ctx_raw, move, self._frame_window())
                     self.last_latent = moved
                     with torch.no_grad(), self._dyn_autocast():
                         self.dyn.commit(self.cache, moved, self.last_cond, self.t, tau_ctx=self._last_tau)
@@ -455,13 +508,16 @@ class WorldModel:
                 if self._pull_boost > 0:  # the memory's look is changing: the frame follows it closely, then eases
                     pull = max(pull, self.look_pull * min(1.0, self._pull_boost / max(1, int(self.look_glide))))
                     self._pull_boost -= 1
-                z = self.memory.apply(z, pull)
+                z = self.memory.apply(z, pull, -self._phase[0], -self._phase[1])
             t1 = time.perf_counter()
             zc = z
             if self.ctx_noise > 0:
                 zc = (1 - self.ctx_noise) * z + self.ctx_noise * torch.randn(
                     z.shape, generator=self.gen).to(self.device)
         self._commit_newest(zc, cond, 1.0 - self.ctx_noise)
+        if self._phase != (0, 0):  # the picture: the dynamics' frame moved on by the phase
+            z = self._moved(z, self._cells_move(*self._phase, z.shape[-2:]),
+                            None if self.memory is None else self.memory.target())
         t2 = time.perf_counter()
         self.last_cond = cond
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
@@ -617,7 +673,7 @@ class WorldModel:
                 ctl = steer(knobs, self._prompt_offset())
                 first = RendererWorld(w * f, h * f).reset(self.seed, ctl, family)
                 ctl_t = self._control_tensor(ctl)  # as the conditions will hold them
-                old = self.memory.window()
+                old = self._frame_window()  # (where the dynamics' frame is: the pull's target, see next_latent)
                 if self.look is not None and not torch.equal(ctl_t, self.last_cond["control"]):
                     # the old world fades out under the new knobs too (else its old look pulls the picture back)
                     with torch.no_grad(), self._autocast():
