@@ -376,6 +376,12 @@ class WorldModel:
         h, w = hw
         return np.array([[1.0, 0.0, -kx * REF_W / w], [0.0, 1.0, -ky * REF_H / h], [0.0, 0.0, 1.0]])
 
+    @staticmethod
+    def _cells_of(move: np.ndarray, hw) -> tuple[int, int]:
+        """The whole cells (x, y) a `_cells_move` map moves by (the inverse of it)."""
+        h, w = hw
+        return int(round(-move[0, 2] * w / REF_W)), int(round(-move[1, 2] * h / REF_H))
+
     def _context_step(self, kx: int, ky: int) -> tuple[tuple[int, int], tuple[int, int]]:
         """For a move of the picture by (kx, ky) cells: the move of the dynamics' context — whole patches, once the
         phase passes half a patch — and the phase after it."""
@@ -401,7 +407,7 @@ class WorldModel:
             move = self.camera.peek_move(cond["control"][0].cpu().numpy(), self._family_weights(),
                                          tuple(z.shape[-2:]))
             if move is not None and abs(move[0, 0] - 1.0) < 1e-9:  # the context's part of it (see patch_phase)
-                k = (int(round(-move[0, 2] * z.shape[-1] / REF_W)), int(round(-move[1, 2] * z.shape[-2] / REF_H)))
+                k = self._cells_of(move, z.shape[-2:])
                 m, phase = self._context_step(*k)
                 move = self._cells_move(*m, z.shape[-2:])
                 win = None if self.memory is None else self.memory.target(k[0] - phase[0], k[1] - phase[1])
@@ -423,8 +429,7 @@ class WorldModel:
         if win is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
             return out
         h, w = z.shape[-2:]
-        kx = int(round(-move[0, 2] / (REF_W / w)))
-        ky = int(round(-move[1, 2] / (REF_H / h)))
+        kx, ky = self._cells_of(move, (h, w))
         if kx:
             cols = slice(0, kx) if kx > 0 else slice(w + kx, w)
             out[..., cols] = win[..., cols]
