@@ -425,11 +425,11 @@ class WorldModel:
         from `win`, the memory's window where z will be after the move (None: no memory) — the world's own picture
         there, where the frame alone can only mirror its own edge. (Past the memory's pad rows its window stops;
         the rows that then enter are its edge rows.)"""
-        out = resample(z, move, wrap=self.camera.wrap)
         if win is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
-            return out
+            return resample(z, move, wrap=self.camera.wrap)
         h, w = z.shape[-2:]
         kx, ky = self._cells_of(move, (h, w))
+        out = torch.roll(z, (ky, kx), (-2, -1))  # (what comes round is what enters: overwritten below)
         if kx:
             cols = slice(0, kx) if kx > 0 else slice(w + kx, w)
             out[..., cols] = win[..., cols]
