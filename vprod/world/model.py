@@ -377,6 +377,11 @@ class WorldModel:
         return np.array([[1.0, 0.0, -kx * REF_W / w], [0.0, 1.0, -ky * REF_H / h], [0.0, 0.0, 1.0]])
 
     @staticmethod
+    def _is_shift(move: np.ndarray | None) -> bool:
+        """Whether a cells-mode map moves by whole cells only (not a zoom step)."""
+        return move is not None and abs(move[0, 0] - 1.0) < 1e-9
+
+    @staticmethod
     def _cells_of(move: np.ndarray, hw) -> tuple[int, int]:
         """The whole cells (x, y) a `_cells_move` map moves by (the inverse of it)."""
         h, w = hw
@@ -406,7 +411,7 @@ class WorldModel:
         elif self.camera is not None and self.camera.where == "cells":
             move = self.camera.peek_move(cond["control"][0].cpu().numpy(), self._family_weights(),
                                          tuple(z.shape[-2:]))
-            if move is not None and abs(move[0, 0] - 1.0) < 1e-9:  # the context's part of it (see patch_phase)
+            if self._is_shift(move):  # the context's part of it (see patch_phase)
                 k = self._cells_of(move, z.shape[-2:])
                 m, phase = self._context_step(*k)
                 move = self._cells_move(*m, z.shape[-2:])
@@ -425,7 +430,7 @@ class WorldModel:
         from `win`, the memory's window where z will be after the move (None: no memory) — the world's own picture
         there, where the frame alone can only mirror its own edge. (Past the memory's pad rows its window stops;
         the rows that then enter are its edge rows.)"""
-        if win is None or abs(move[0, 0] - 1.0) > 1e-9:  # (a zoom step: no memory of it)
+        if win is None or not self._is_shift(move):  # (a zoom step: no memory of it)
             return resample(z, move, wrap=self.camera.wrap)
         h, w = z.shape[-2:]
         kx, ky = self._cells_of(move, (h, w))
@@ -475,7 +480,7 @@ class WorldModel:
                 move = self.camera.advance(flow, hw)
                 if move is not None and self.memory is not None:  # the memory turns with the camera (no zoom)
                     self.memory.shift(*self.camera.cells)
-                if move is not None and abs(move[0, 0] - 1.0) < 1e-9:  # the context moves by whole patches
+                if self._is_shift(move):  # the context moves by whole patches
                     m, self._phase = self._context_step(*self.camera.cells)
                     move = self._cells_move(*m, hw)
                 if not _same_move(move, self._ctx_move):
