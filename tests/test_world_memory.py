@@ -71,6 +71,53 @@ def test_the_canvas_has_no_seam_however_far_the_camera_turns():
     assert torch.equal(mem.window(), z)
 
 
+def test_every_window_has_the_pictures_edge_cells_at_its_edges():
+    z, mirror = _latent(0), _latent(5)
+    edge = torch.zeros_like(z)
+    edge[..., :, :2] = 1.0
+    edge[..., -1, :] = -2.0
+    mem = WorldMemory(z, pad=3, mirror=mirror, edge=edge)
+    assert torch.equal(mem.window(), z + edge)
+    mem.shift(7, 1)
+    plain = WorldMemory(z, pad=3, mirror=mirror)
+    plain.shift(7, 1)
+    assert torch.equal(mem.window(), plain.window() + edge)
+
+
+def test_the_ring_canvas_has_no_edge_cell_but_at_the_pictures_edges():
+    """ring_latents encodes the picture and its mirror image as one ring: where they join (a turn brings it into
+    view) the cells are inside cells, as the encoder makes them for a picture that goes on there — not the picture's
+    edge cells, whose zero padding draws a dark bar in the middle of the picture. With the edge part added back, the
+    picture's own cells are its own encoding."""
+    wm = _still_world(memory_pull=0.2)
+    frame = np.random.default_rng(3).integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    wm.reset(1, NEUTRAL, "plasma", first_frame=frame)
+    base, mirror, edge = wm.ring_latents(frame)
+    z = wm.encode(frame)
+    assert torch.allclose(base + edge, z, atol=1e-5)  # the picture as the tokenizer makes it, edges and all
+    assert float(edge[..., 2:-2, 2:-2].abs().max()) == 0.0 and float(edge[..., :, 0].abs().mean()) > 0
+    # the join of the picture's right edge and its mirror: as inside a picture that is the two side by side
+    both = np.ascontiguousarray(np.concatenate([frame[:, 128:], frame[:, ::-1][:, :128]], 1))
+    inside = wm.encode(both)[..., 4:-4, 12:20]  # 16 cells from each side of the join, 4 from the rows' ends
+    join = torch.cat([base[..., -4:], mirror[..., :4]], -1)[..., 4:-4, :]
+    assert float((join - inside).abs().max()) < 0.05 * float(inside.abs().mean())
+    assert float((z[..., 4:-4, -4:] - inside[..., :4]).abs().mean()) > 10 * float((join - inside).abs().mean())
+
+
+def test_a_move_takes_the_edge_part_off_the_cells_it_moves_in_and_gives_it_to_those_it_brings_to_the_edge():
+    wm = _still_world(memory_pull=0.2)
+    frame = np.random.default_rng(4).integers(0, 256, (144, 256, 3), dtype=np.uint8)
+    wm.reset(1, NEUTRAL, "plasma", first_frame=frame)
+    edge = wm.memory.edge
+    z = _latent(7)
+    win = wm.memory.window(-2, 0)
+    out = wm._moved(z, wm._cells_move(2, 0, z.shape[-2:]), win)
+    assert torch.allclose(out[..., :2], win[..., :2])  # entering: the memory's, edge cells as made
+    assert torch.allclose(out[..., 2:4], z[..., :2] - edge[..., :2] + edge[..., 2:4], atol=1e-6)  # inside now
+    assert torch.allclose(out[..., -2:], z[..., -4:-2] - edge[..., -4:-2] + edge[..., -2:], atol=1e-6)  # at the edge
+    assert float(edge[..., 2:-2, 2:4].abs().max()) == 0.0 and float(edge[..., 2:-2, :2].abs().max()) > 0
+
+
 def test_a_new_memory_fades_in_over_the_switch():
     old, new = _latent(0), _latent(1)
     mem = WorldMemory(old)
@@ -235,7 +282,8 @@ def test_what_enters_the_turning_picture_is_the_memorys_world():
             assert torch.allclose(z[..., :n], wm.memory.window()[..., :n])
     assert phases == [(1, 0), (2, 0), (-1, 0)] and wm.memory.ox == 3
     # the context moved a whole patch ahead of the third cell: the four cells entering it, the mirror image's last
-    assert torch.allclose(commits[-2][..., :4], mirror[..., -4:])
+    # (the two now at the picture's edge as the tokenizer makes edge cells)
+    assert torch.allclose(commits[-2][..., :4], mirror[..., -4:] + wm.memory.edge[..., :4])
     assert torch.allclose(commits[-2][..., :4], wm._frame_window()[..., :4])
     assert torch.allclose(z[..., -1:], wm.memory.window()[..., -1:])  # the picture: the frame moved back a cell
 

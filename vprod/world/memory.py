@@ -31,19 +31,28 @@ class WorldMemory:
     """A latent canvas (C, H + 2·pad, 2·W) around the camera and the window (C, H, W) it sees now.
 
     `mirror`: the latent of the opening frame mirrored left to right (its own encoding); None: z's cells in mirrored
-    order (close: the cells' own insides stay unmirrored)."""
+    order (close: the cells' own insides stay unmirrored). (WorldModel.ring_latents encodes the two as one picture,
+    so that no cell of the canvas is an edge cell.) `edge` (1, C, H, W): what the encoder's padding adds to the picture's edge cells (zero inside), added to every
+    window: the picture's edge cells as the tokenizer makes and draws them, wherever the window is."""
 
     def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4,
-                 mirror: torch.Tensor | None = None):
+                 mirror: torch.Tensor | None = None, edge: torch.Tensor | None = None):
         self.pad = int(pad)
         self.h, self.w = z.shape[-2:]
-        self.base = self._extend(z)  # the picture's half of the canvas as made, under …
-        self.controls = controls  # … these knobs (the look head's starting point)
-        self.mirror_base = self._extend(z.flip(-1) if mirror is None else mirror)  # the other half as made
+        self.controls = controls  # the knobs the canvas was made under (the look head's starting point)
+        self._make(z, mirror, edge)
         self.canvas = self._whole(None)
         self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
         self._fade: tuple[torch.Tensor, int, int] | None = None  # (the old window, frames done, frames in all)
         self._glide: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # a look change on its way in
+
+    def _make(self, z: torch.Tensor, mirror: torch.Tensor | None, edge: torch.Tensor | None) -> None:
+        """The canvas's two halves as made: the picture's (`base`) and its mirror image's; the edge cells' part."""
+        if mirror is None:
+            mirror = z.flip(-1)
+        self.base = self._extend(z)
+        self.mirror_base = self._extend(mirror)
+        self.edge = edge
 
     def _extend(self, z: torch.Tensor) -> torch.Tensor:
         """z (1, C, H, W) with `pad` rows mirrored above and below."""
@@ -71,10 +80,12 @@ class WorldMemory:
         ox = (self.ox + int(dx)) % (2 * self.w)
         rows = self.canvas[..., self.pad + oy:self.pad + oy + self.h, :]
         if ox == 0:
-            return rows[..., :self.w]
-        if ox <= self.w:
-            return torch.cat([rows[..., -ox:], rows[..., :self.w - ox]], -1)
-        return rows[..., 2 * self.w - ox:3 * self.w - ox]
+            win = rows[..., :self.w]
+        elif ox <= self.w:
+            win = torch.cat([rows[..., -ox:], rows[..., :self.w - ox]], -1)
+        else:
+            win = rows[..., 2 * self.w - ox:3 * self.w - ox]
+        return win if self.edge is None else win + self.edge
 
     def shift(self, kx: int, ky: int) -> None:
         """The picture moved by (kx, ky) whole cells (content right / down): the window moves the other way."""
@@ -121,13 +132,13 @@ class WorldMemory:
             self._glide = (start, end, done, total) if done < total else None
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
-                old: torch.Tensor | None = None, mirror: torch.Tensor | None = None) -> None:
+                old: torch.Tensor | None = None, mirror: torch.Tensor | None = None,
+                edge: torch.Tensor | None = None) -> None:
         """A new canvas from `z` (the new world's opening latent, under `controls`; `mirror` as at __init__), faded
         in over `fade_frames` from the window now (or from `old`: the window now under the new knobs, when a prompt
         changed them too)."""
         old = self.window() if old is None else old
-        self.base = self._extend(z)
-        self.mirror_base = self._extend(z.flip(-1) if mirror is None else mirror)
+        self._make(z, mirror, edge)
         self.controls = controls
         self.canvas, self._glide = self._whole(None), None
         self.ox, self.oy = 0, 0

@@ -355,7 +355,10 @@ class WorldModel:
         half (see WorldMemory) — or None while memory_pull is 0."""
         if self.memory_pull <= 0:
             return None
-        return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad, mirror=self._mirror_latent(frame))
+        if frame is None:
+            return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad)
+        base, mirror, edge = self.ring_latents(frame, z)
+        return WorldMemory(base, self.last_cond["control"], pad=self.memory_pad, mirror=mirror, edge=edge)
 
     def memory_from_view(self) -> None:
         """A memory made from the latent in view now (the memory turned on while the world runs): the dynamics'
@@ -397,8 +400,31 @@ class WorldModel:
         mx, my = pw * round(px / pw), ph * round(py / ph)
         return (mx, my), (px - mx, py - my)
 
-    def _mirror_latent(self, frame: np.ndarray | None) -> torch.Tensor | None:
-        return None if frame is None else self.encode(np.ascontiguousarray(np.asarray(frame)[:, ::-1]))
+    def ring_latents(self, frame: np.ndarray, z: torch.Tensor | None = None, margin: int = 2,
+                     edge_cells: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The memory's canvas for `frame`: the frame and its mirror image side by side — a ring, each edge meeting
+        its own mirror image — encoded as one picture (with `margin` cells more round the ring and of rows mirrored
+        above and below, then cut off), so that no cell of it is an edge cell. (Encoded on their own, the picture's
+        edge cells carry the encoder's zero padding: wherever a turn brings them into view — the joins, the
+        context's own edge moved in — they draw a dark vertical bar.)
+        Returns the two halves (1, C, h, w), the picture's and the mirror image's, and the edge: what the padding
+        adds to the outer `edge_cells` cells of `frame`'s own latent `z` (encoded if not given) — the decoder draws
+        the picture's edges from such cells — zero inside."""
+        f = self.tok.cfg.downsample
+        frame = np.asarray(frame)
+        ring = np.concatenate([frame, frame[:, ::-1]], 1)
+        px = margin * f
+        ring = np.pad(ring, ((px, px), (0, 0), (0, 0)), mode="symmetric")
+        ring = np.pad(ring, ((0, 0), (px, px), (0, 0)), mode="wrap")
+        ring = self.encode(np.ascontiguousarray(ring))[..., margin:-margin, margin:-margin]
+        w = frame.shape[1] // f
+        base, mirror = ring[..., :w], ring[..., w:]
+        if z is None:
+            z = self.encode(frame)
+        k = int(edge_cells)
+        edge = z - base
+        edge[..., k:-k, k:-k] = 0
+        return base, mirror, edge
 
     def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
         """z into the context as its newest frame (with its noise level). Camera-context weights see it moved by the
@@ -434,7 +460,11 @@ class WorldModel:
             return resample(z, move, wrap=self.camera.wrap)
         h, w = z.shape[-2:]
         kx, ky = self._cells_of(move, (h, w))
-        out = torch.roll(z, (ky, kx), (-2, -1))  # (what comes round is what enters: overwritten below)
+        edge = self.memory.edge if self.memory is not None else None
+        if edge is None:
+            out = torch.roll(z, (ky, kx), (-2, -1))  # (what comes round is what enters: overwritten below)
+        else:  # the edge cells moved in are inside cells now, and the cells now at the edge are edge cells
+            out = torch.roll(z - edge, (ky, kx), (-2, -1)) + edge
         if kx:
             cols = slice(0, kx) if kx > 0 else slice(w + kx, w)
             out[..., cols] = win[..., cols]
@@ -688,7 +718,8 @@ class WorldModel:
                     # the old world fades out under the new knobs too (else its old look pulls the picture back)
                     with torch.no_grad(), self._autocast():
                         old = old + self.look(old, self.last_cond["control"], ctl_t).float()
-                self.memory.replace(self.encode(first), ctl_t, max(self.memory_fade_frames, self.transition_frames),
-                                    old=old, mirror=self._mirror_latent(first))
+                base, mirror, edge = self.ring_latents(first)
+                self.memory.replace(base, ctl_t, max(self.memory_fade_frames, self.transition_frames),
+                                    old=old, mirror=mirror, edge=edge)
         self.family = family
         self._retarget_offset()
