@@ -297,7 +297,9 @@ def test_a_memory_turned_on_while_the_world_turns_holds_the_picture_in_view():
     wm.memory_pull = 0.2
     wm.memory_from_view()
     assert torch.allclose(wm._frame_window(), wm._ctx_raw)  # the memory where the dynamics' frame is …
-    assert torch.allclose(wm.memory.window()[..., 2:], z[..., 2:])  # … and where the picture is
+    # … and where the picture is (away from the cells that were the frame's edge cells: inside cells to it)
+    assert torch.allclose(wm.memory.window()[..., 2:-2, 4:-2], z[..., 2:-2, 4:-2])
+    assert wm.memory.edge is not None and float(wm.memory.edge[..., 2:-2, 2:-2].abs().max()) == 0.0
 
 
 def test_the_memorys_look_follows_the_knobs_from_the_canvas_as_made():

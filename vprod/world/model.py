@@ -351,12 +351,13 @@ class WorldModel:
         self._commit_newest(z, self.last_cond, 1.0)
 
     def new_memory(self, z: torch.Tensor, frame: np.ndarray | None = None) -> WorldMemory | None:
-        """A memory made from latent `z` — of `frame`, if given: its mirror image is encoded for the canvas's other
-        half (see WorldMemory) — or None while memory_pull is 0."""
+        """A memory made from latent `z` — of `frame` (decoded from z if not given): the canvas is the frame and its
+        mirror image encoded as a ring (ring_latents), whose picture half is z inside — or None while memory_pull
+        is 0."""
         if self.memory_pull <= 0:
             return None
         if frame is None:
-            return WorldMemory(z, self.last_cond["control"], pad=self.memory_pad)
+            frame = self.decode(z)
         base, mirror, edge = self.ring_latents(frame, z)
         return WorldMemory(base, self.last_cond["control"], pad=self.memory_pad, mirror=mirror, edge=edge)
 
@@ -364,6 +365,7 @@ class WorldModel:
         """A memory made from the latent in view now (the memory turned on while the world runs): the dynamics'
         frame as it is (not moved on ahead of the next step), which the picture is moved on from by the phase."""
         self.memory = self.new_memory(self._ctx_raw if self._ctx_raw is not None else self.last_latent)
+        # (its mirror image and edges from the frame decoded: one decode and an encode, once)
         if self.memory is not None:
             self.memory.shift(*self._phase)  # made from the dynamics' frame: the picture is it moved by the phase
 
@@ -409,7 +411,7 @@ class WorldModel:
         context's own edge moved in — they draw a dark vertical bar.)
         Returns the two halves (1, C, h, w), the picture's and the mirror image's, and the edge: what the padding
         adds to the outer `edge_cells` cells of `frame`'s own latent `z` (encoded if not given) — the decoder draws
-        the picture's edges from such cells — zero inside."""
+        the picture's edges from such cells — zero inside. The picture's half plus the edge is z."""
         f = self.tok.cfg.downsample
         frame = np.asarray(frame)
         ring = np.concatenate([frame, frame[:, ::-1]], 1)
@@ -424,6 +426,7 @@ class WorldModel:
         k = int(edge_cells)
         edge = z - base
         edge[..., k:-k, k:-k] = 0
+        base = z - edge  # (z inside: the window where the picture is holds z itself)
         return base, mirror, edge
 
     def _commit_newest(self, z: torch.Tensor, cond: dict, tau: float) -> None:
