@@ -128,6 +128,32 @@ def test_a_new_memory_fades_in_over_the_switch():
     assert torch.allclose(frames[3], new, atol=1e-6) and torch.equal(frames[4], new)  # … the new one after the fade
 
 
+def test_the_old_world_turns_with_the_camera_while_it_fades_out_and_a_second_switch_starts_where_the_fade_is():
+    old, new, newer = _latent(0), _latent(1), _latent(2)
+    edge = torch.zeros_like(old)
+    edge[..., :, 0] = 1.0
+    mem = WorldMemory(old, pad=2, edge=edge)
+    ref = WorldMemory(old, pad=2, edge=edge)  # the old world alone, turned the same way
+    mem.shift(3, 0)
+    ref.shift(3, 0)
+    mem.replace(new, fade_frames=4, edge=2 * edge)
+    mem.shift(5, 1)
+    ref.shift(5, 1)
+    assert torch.equal(mem.target(), ref.window())  # nothing faded yet: the old world where the camera is now
+    assert torch.equal(mem.target(2, 0), ref.window(2, 0))
+    assert torch.equal(mem.edge_now(), edge)
+    mem.apply(torch.zeros_like(old), 1.0)
+    mem.apply(torch.zeros_like(old), 1.0)  # half way (smoothstep(0.5) = 0.5)
+    half = mem.target()
+    assert torch.allclose(half, ref.window() + 0.5 * (mem.window() - ref.window()), atol=1e-6)
+    assert torch.allclose(mem.edge_now(), 1.5 * edge)
+    mem.replace(newer, fade_frames=4)  # a second switch half way through: from the picture of the fade so far
+    assert torch.allclose(mem.target(), half, atol=1e-5)
+    for _ in range(4):
+        mem.apply(torch.zeros_like(old), 1.0)
+    assert mem._fade is None and torch.equal(mem.target(), newer)
+
+
 def test_cells_mode_moves_the_latent_by_whole_cells_and_keeps_the_rest_in_the_view():
     head = shift_head(3.0, down=-1.5)
     assert head.where == "cells"

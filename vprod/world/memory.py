@@ -24,6 +24,8 @@ family, dissolved in over WorldModel.memory_fade_frames (90) so the picture turn
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -41,9 +43,9 @@ class WorldMemory:
         self.h, self.w = z.shape[-2:]
         self.controls = controls  # the knobs the canvas was made under (the look head's starting point)
         self._make(z, mirror, edge)
-        self.canvas = self._whole(None)
+        self.canvas = self.whole(None)
         self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
-        self._fade: tuple[torch.Tensor, int, int] | None = None  # (the old window, frames done, frames in all)
+        self._fade: _Fade | None = None  # a new canvas fading in over the old one
         self._glide: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # a look change on its way in
 
     def _make(self, z: torch.Tensor, mirror: torch.Tensor | None, edge: torch.Tensor | None) -> None:
@@ -66,7 +68,7 @@ class WorldMemory:
             ext = torch.nn.functional.pad(ext, (0, 0, self.pad - p, self.pad - p), mode="replicate")
         return ext.clone()
 
-    def _whole(self, change: torch.Tensor | None) -> torch.Tensor:
+    def whole(self, change: torch.Tensor | None) -> torch.Tensor:
         """The canvas: the picture's half with the look `change` (of the half as made), and the mirror half with the
         change mirrored (the look head runs on the picture's half only: a look is a smooth field)."""
         if change is None:
@@ -74,23 +76,45 @@ class WorldMemory:
         return torch.cat([self.base + change, self.mirror_base + change.flip(-1)], -1)
 
     # --- the window ---
-    def window(self, dx: int = 0, dy: int = 0) -> torch.Tensor:
-        """What the camera sees — after a move of the picture by (dx, dy) cells, if given (nothing is moved)."""
-        oy = max(-self.pad, min(self.pad, self.oy - int(dy)))
-        ox = (self.ox + int(dx)) % (2 * self.w)
-        rows = self.canvas[..., self.pad + oy:self.pad + oy + self.h, :]
+    def _crop(self, canvas: torch.Tensor, ox: int, oy: int, edge: torch.Tensor | None) -> torch.Tensor:
+        """The window of `canvas` at offset (ox, oy), with the picture's `edge` cells' part."""
+        oy = max(-self.pad, min(self.pad, oy))
+        ox %= 2 * self.w
+        rows = canvas[..., self.pad + oy:self.pad + oy + self.h, :]
         if ox == 0:
             win = rows[..., :self.w]
         elif ox <= self.w:
             win = torch.cat([rows[..., -ox:], rows[..., :self.w - ox]], -1)
         else:
             win = rows[..., 2 * self.w - ox:3 * self.w - ox]
-        return win if self.edge is None else win + self.edge
+        return win if edge is None else win + edge
+
+    def window(self, dx: int = 0, dy: int = 0) -> torch.Tensor:
+        """What the camera sees — after a move of the picture by (dx, dy) cells, if given (nothing is moved)."""
+        return self._crop(self.canvas, self.ox + int(dx), self.oy - int(dy), self.edge)
 
     def shift(self, kx: int, ky: int) -> None:
-        """The picture moved by (kx, ky) whole cells (content right / down): the window moves the other way."""
+        """The picture moved by (kx, ky) whole cells (content right / down): the window moves the other way (the
+        window on an old canvas fading out with it)."""
         self.ox += int(kx)
         self.oy = max(-self.pad, min(self.pad, self.oy - int(ky)))
+        if self._fade is not None:
+            f = self._fade
+            f.ox += int(kx)
+            f.oy = max(-self.pad, min(self.pad, f.oy - int(ky)))
+
+    def _faded(self) -> float:
+        """How far the fade has come (0 … 1, smooth at both ends); 1 when none is under way."""
+        if self._fade is None:
+            return 1.0
+        a = self._fade.done / self._fade.total
+        return a * a * (3 - 2 * a)
+
+    def edge_now(self) -> torch.Tensor | None:
+        """The picture's edge cells' part now (while a new canvas fades in, the old one's faded to it)."""
+        if self._fade is None or self._fade.edge is None or self.edge is None:
+            return self.edge
+        return self._fade.edge + self._faded() * (self.edge - self._fade.edge)
 
     # --- each frame ---
     def apply(self, z: torch.Tensor, pull: float, dx: int = 0, dy: int = 0) -> torch.Tensor:
@@ -98,29 +122,28 @@ class WorldMemory:
         cells: where z is, if not at the window)."""
         self._glide_on()
         if self._fade is not None:  # a new canvas fading in: one frame further
-            old, done, total = self._fade
-            self._fade = (old, done + 1, total)
+            self._fade.done += 1
         target = self.target(dx, dy)
-        if self._fade is not None and self._fade[1] >= self._fade[2]:
+        if self._fade is not None and self._fade.done >= self._fade.total:
             self._fade = None
         return z + pull * (target - z)
 
     def target(self, dx: int = 0, dy: int = 0) -> torch.Tensor:
         """What the memory holds at the window moved by (dx, dy) (see window) — while a new canvas fades in, the old
-        window faded towards it as far as the last apply() took it."""
+        canvas's window there (it turns with the camera too) faded towards it as far as the last apply() took it."""
         win = self.window(dx, dy)
         if self._fade is None:
             return win
-        old, done, total = self._fade
-        a = done / total
-        return old + (a * a * (3 - 2 * a)) * (win - old)
+        f = self._fade
+        old = self._crop(f.canvas, f.ox + int(dx), f.oy - int(dy), f.edge)
+        return old + self._faded() * (win - old)
 
     def relook(self, change: torch.Tensor, frames: int = 0) -> None:
         """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now: at once, or in
         equal parts over the next `frames` frames (apply() takes a part each), so the pull moves no frame by more
         than a part of it."""
         if frames <= 1:
-            self.canvas, self._glide = self._whole(change), None
+            self.canvas, self._glide = self.whole(change), None
         else:
             self._glide = (self.canvas[..., :self.w] - self.base, change, 0, int(frames))
 
@@ -128,18 +151,37 @@ class WorldMemory:
         if self._glide is not None:
             start, end, done, total = self._glide
             done += 1
-            self.canvas = self._whole(start + (done / total) * (end - start))
+            self.canvas = self.whole(start + (done / total) * (end - start))
             self._glide = (start, end, done, total) if done < total else None
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
                 old: torch.Tensor | None = None, mirror: torch.Tensor | None = None,
                 edge: torch.Tensor | None = None) -> None:
-        """A new canvas from `z` (the new world's opening latent, under `controls`; `mirror` as at __init__), faded
-        in over `fade_frames` from the window now (or from `old`: the window now under the new knobs, when a prompt
-        changed them too)."""
-        old = self.window() if old is None else old
+        """A new canvas from `z` (the new world's opening latent, under `controls`; `mirror` and `edge` as at
+        __init__), faded in over `fade_frames` from the canvas now (or from `old`: the canvas now under the new knobs,
+        when a prompt changed them too), which turns on with the camera while it fades out."""
+        canvas, edge_was = self.canvas if old is None else old, self.edge
+        if self._fade is not None:  # a fade under way: from where it has come (the old canvas lined up with this)
+            f, a = self._fade, self._faded()
+            was = torch.roll(f.canvas, f.ox - self.ox, -1)
+            canvas = was + a * (canvas - was)
+            if f.edge is not None and edge_was is not None:
+                edge_was = f.edge + a * (edge_was - f.edge)
+        fade = _Fade(canvas, edge_was, self.ox, self.oy, 0, int(fade_frames))
         self._make(z, mirror, edge)
         self.controls = controls
-        self.canvas, self._glide = self._whole(None), None
+        self.canvas, self._glide = self.whole(None), None
         self.ox, self.oy = 0, 0
-        self._fade = (old, 0, int(fade_frames)) if fade_frames > 0 else None
+        self._fade = fade if fade_frames > 0 else None
+
+
+@dataclass
+class _Fade:
+    """An old canvas fading out: its window's offset (moved with the camera), its edge cells' part, how far."""
+
+    canvas: torch.Tensor
+    edge: torch.Tensor | None
+    ox: int
+    oy: int
+    done: int
+    total: int

@@ -463,7 +463,7 @@ class WorldModel:
             return resample(z, move, wrap=self.camera.wrap)
         h, w = z.shape[-2:]
         kx, ky = self._cells_of(move, (h, w))
-        edge = self.memory.edge if self.memory is not None else None
+        edge = self.memory.edge_now() if self.memory is not None else None
         if edge is None:
             out = torch.roll(z, (ky, kx), (-2, -1))  # (what comes round is what enters: overwritten below)
         else:  # the edge cells moved in are inside cells now, and the cells now at the edge are edge cells
@@ -716,11 +716,11 @@ class WorldModel:
                 ctl = steer(knobs, self._prompt_offset())
                 first = RendererWorld(w * f, h * f).reset(self.seed, ctl, family)
                 ctl_t = self._control_tensor(ctl)  # as the conditions will hold them
-                old = self._frame_window()  # (where the dynamics' frame is: the pull's target, see next_latent)
-                if self.look is not None and not torch.equal(ctl_t, self.last_cond["control"]):
+                mem, old = self.memory, None
+                if self.look is not None and mem.controls is not None and not torch.equal(
+                        ctl_t, self.last_cond["control"]):
                     # the old world fades out under the new knobs too (else its old look pulls the picture back)
-                    with torch.no_grad(), self._autocast():
-                        old = old + self.look(old, self.last_cond["control"], ctl_t).float()
+                    old = mem.whole(self._canvas_look(mem.base, mem.controls, ctl_t))
                 base, mirror, edge = self.ring_latents(first)
                 self.memory.replace(base, ctl_t, max(self.memory_fade_frames, self.transition_frames),
                                     old=old, mirror=mirror, edge=edge)
