@@ -515,3 +515,25 @@ def test_side_work_is_taken_done_waited_for_or_left_to_the_taker():
     threading.Timer(0.1, release.set).start()
     assert side.take(lambda k: k == "s") == 3  # under way: the taker waits for it
     t.join()
+
+
+@pytest.mark.parametrize("family", ["city", "starfield", "ocean"])
+def test_with_the_shipped_tokenizer_a_join_in_view_draws_no_bar(family):
+    """The memory's window with a join of its canvas in view — the picture's left edge meeting its mirror image, 8
+    cells in — decoded by the shipped tokenizer and compared, column by column, with the true frame moved the same
+    way: the columns round the join are drawn as well as the rest. (The two halves encoded apart put two edge cells
+    side by side there, and the decoder drew a dark bar: city 12.4–13.1 grey levels off beside the join against 4.4
+    elsewhere.)"""
+    from vprod.world.model import load_tokenizer
+    from vprod.world.render import RendererWorld
+
+    wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=None, camera=None)
+    wm.memory_pull = 0.2
+    frame = RendererWorld(256, 144).reset(1, NEUTRAL, family)
+    wm.reset(1, NEUTRAL, family, first_frame=frame)
+    wm.memory.shift(8, 0)
+    picture = wm.decode(wm.memory.window()).astype(np.float32)
+    truth = np.concatenate([frame[:, :64][:, ::-1], frame[:, :-64]], 1).astype(np.float32)
+    err = np.abs(picture - truth).mean(axis=(0, 2))  # per column
+    near = err[56:72].mean()  # a cell either side of the join (column 64)
+    assert near < 1.4 * np.median(err[16:-16]), (near, np.median(err[16:-16]))
