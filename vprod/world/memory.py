@@ -34,8 +34,9 @@ class WorldMemory:
 
     `mirror`: the latent of the opening frame mirrored left to right (its own encoding); None: z's cells in mirrored
     order (close: the cells' own insides stay unmirrored). (WorldModel.ring_latents encodes the two as one picture,
-    so that no cell of the canvas is an edge cell.) `edge` (1, C, H, W): what the encoder's padding adds to the picture's edge cells (zero inside), added to every
-    window: the picture's edge cells as the tokenizer makes and draws them, wherever the window is."""
+    so that no cell of the canvas is an edge cell.) `edge` (1, C, H, W): what the encoder's padding adds to the
+    picture's edge cells (zero inside), added to every window: the picture's edge cells as the tokenizer makes and
+    draws them, wherever the window is."""
 
     def __init__(self, z: torch.Tensor, controls: torch.Tensor | None = None, pad: int = 4,
                  mirror: torch.Tensor | None = None, edge: torch.Tensor | None = None):

@@ -365,7 +365,6 @@ class WorldModel:
         """A memory made from the latent in view now (the memory turned on while the world runs): the dynamics'
         frame as it is (not moved on ahead of the next step), which the picture is moved on from by the phase."""
         self.memory = self.new_memory(self._ctx_raw if self._ctx_raw is not None else self.last_latent)
-        # (its mirror image and edges from the frame decoded: one decode and an encode, once)
         if self.memory is not None:
             self.memory.shift(*self._phase)  # made from the dynamics' frame: the picture is it moved by the phase
 
