@@ -40,6 +40,9 @@ W=(world --data "$DATA" --tokenizer "$TOK" --clips 700 --no-control-film)  # sta
 # the camera head (opt-in at run time): how the motion knobs move the picture, fitted on rendered clips (~3 min)
 "$VPROD" train motion --out "$RUNS/motion1" --clips 64
 # the look head: a knob's instant change of the picture, learned from the same moment drawn under two controls
-"$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 1
+# (each layer also sees the picture's mean features; dilated layers; half the batches with the memory's 9 mirrored
+# rows above and below, as the head sees the memory's canvas)
+"$VPROD" train look --tokenizer "$TOK" --out "$RUNS/look1" --threads 2 --pooled --dilations 1,2,4 --look-pad 9 \
+    --steps 6000 --states 3000
 # the prompt head: the family and knob offsets a prompt's words describe, fitted on the renderer's captions (~1 min)
 "$VPROD" train prompt --out "$RUNS/prompt1"

@@ -505,6 +505,31 @@ def test_the_look_head_changes_nothing_when_no_knob_moved_and_learns_a_change():
         assert float(torch.nn.functional.mse_loss(net(z, c, c1), target)) < 0.5 * first
 
 
+def test_the_pooled_look_head_sees_the_whole_picture_and_the_plain_one_its_neighbourhood():
+    """A fog's or a dusk's colour is the whole sky's: with `pooled` a cell's change depends on cells far away (through
+    the picture's mean features); without, only on the cells its stack of 3×3 layers reaches. Both stay exactly still
+    when no knob moved, on the frame and on the memory's canvas (rows mirrored above and below)."""
+    from vprod.world.look import LookConfig, LookNet
+    from vprod.world.memory import mirror_rows
+
+    torch.manual_seed(0)
+    c0 = torch.rand(1, 8)
+    c1 = c0.clone()
+    c1[:, 7] = 1 - c1[:, 7]
+    z = torch.randn(1, 8, 18, 32)
+    far = z.clone()
+    far[..., 17, 31] += 5.0  # one cell in the far corner
+    for pooled, dil, reaches in ((False, (), False), (True, (1, 2, 4), True)):
+        net = LookNet(LookConfig(width=16, layers=3, pooled=pooled, dilations=dil))
+        torch.nn.init.normal_(net.out.weight, std=0.1)
+        with torch.no_grad():
+            for zz in (z, mirror_rows(z, 9)):
+                assert torch.equal(net(zz, c0, c0), torch.zeros_like(zz))
+            moved = (net(far, c0, c1) - net(z, c0, c1))[..., 0, 0].abs().max()
+        assert (float(moved) > 1e-6) == reaches
+    assert LookConfig.from_json(net.cfg.to_json()) == net.cfg
+
+
 def test_look_pairs_are_one_moment_under_two_control_vectors():
     from vprod.world.look import render_pairs
 
@@ -520,14 +545,16 @@ def test_look_pairs_are_one_moment_under_two_control_vectors():
 @pytest.mark.integration
 def test_training_the_look_head_from_the_command_line(tmp_path):
     _run([sys.executable, "-m", "vprod", "train", "look", "--out", str(tmp_path / "look"), "--states", "6",
-          "--steps", "4", "--batch", "4", "--quiet"], tmp_path)
+          "--steps", "4", "--batch", "4", "--pooled", "--dilations", "1,2", "--look-pad", "9", "--quiet"], tmp_path)
     meta = read_metadata(tmp_path / "look" / "look.safetensors")
     assert meta["kind"] == "look" and meta["trained"]["steps"] == 4 and meta["trained"]["pairs"] == 24
     held = meta["trained"]["held_out"]
     assert held["psnr_tokenizer_ceiling_db"] > held["psnr_unchanged_db"]
     from vprod.world.look import load_look
 
-    assert load_look(tmp_path / "look" / "look.safetensors").cfg.latent_channels == 8
+    cfg = load_look(tmp_path / "look" / "look.safetensors").cfg
+    assert cfg.latent_channels == 8 and cfg.pooled and cfg.dilations == (1, 2) and cfg.layers == 2
+    assert meta["trained"]["train"]["pad"] == 9
 
 
 def test_the_world_model_applies_the_look_head_once_the_knobs_moved_far_enough():

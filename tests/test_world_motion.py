@@ -34,6 +34,31 @@ def shift_head(px: float, family: str = "plasma", down: float = 0.0) -> CameraHe
     return CameraHead({family: m})
 
 
+def test_the_picture_shifts_for_the_turn_and_the_pitch_alone():
+    """The fitted maps also shift the picture for speed, zoom and at rest (the ground streaming down as the camera
+    flies, clouds drifting); added up by whole-cell moves over a long stretch of held knobs, those walked the view off
+    the world. The head keeps the shift of the turn and of the pitch's step only (and their products with zoom)."""
+    m = np.zeros((len(FEATURES), len(PARAMS)))
+    for f in FEATURES:  # every feature shifts the picture both ways
+        m[FEATURES.index(f), PARAMS.index("a0")] = 1.0
+        m[FEATURES.index(f), PARAMS.index("b0")] = 2.0
+    head = CameraHead({"terrain": m})
+    fast = NEUTRAL.copy()
+    fast[2], fast[3] = 0.97, 0.8  # flying fast, zoomed, no turn, the pitch where it is
+    head.reset(fast)
+    assert np.allclose(head.flow(fast, "terrain")[[0, 3]], 0.0)
+    head.rotation_only = False
+    assert np.all(np.abs(head.flow(fast, "terrain")[[0, 3]]) > 1.0)  # (the map as fitted)
+    head.rotation_only = True
+    turn = fast.copy()
+    turn[0] = 1.0  # turn 1, zoom 0.8: a0 = turn + turn·zoom = 1.3; no pitch step: b0 = 0
+    assert np.allclose(head.flow(turn, "terrain")[[0, 3]], [1.3, 0.0])
+    up = fast.copy()
+    up[1] = 0.9  # a pitch step: b0 = 2 (step + step·zoom); a0 = 0
+    f = head.flow(up, "terrain")
+    assert f[0] == 0.0 and f[3] > 0.0
+
+
 def still_dynamics(drift: float = 0.0) -> Dynamics:
     """Tiny dynamics that predict no change (plus `drift` a frame, through the output's bias)."""
     torch.manual_seed(0)

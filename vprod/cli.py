@@ -219,9 +219,11 @@ def cmd_train(args) -> int:
         from .world.look import LookConfig, LookTrain, train_look
 
         t = LookTrain(steps=args.steps or LookTrain.steps, batch=args.batch or LookTrain.batch,
-                      lr=args.lr or LookTrain.lr, seed=args.seed, states=args.states or LookTrain.states)
+                      lr=args.lr or LookTrain.lr, seed=args.seed, states=args.states or LookTrain.states,
+                      pad=args.look_pad)
         res = train_look(args.out, args.tokenizer, t, progress=not args.quiet, command=command,
-                         width=args.width or LookConfig.width)
+                         width=args.width or LookConfig.width, pooled=args.pooled,
+                         dilations=tuple(int(d) for d in args.dilations.split(",")) if args.dilations else ())
     elif args.what == "tokenizer":
         from .world.tokenizer import TokenizerConfig
         from .world.train import TokenizerTrain, train_tokenizer
@@ -361,6 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained on together")
     p.add_argument("--states", type=int, help="look: rendered moments (4 control pairs each)")
     p.add_argument("--width", type=int, help="look: conv channels (its cost per knob change grows with the square)")
+    p.add_argument("--pooled", action="store_true",
+                   help="look: each layer also sees the picture's mean features (a fog's colour is the whole sky's)")
+    p.add_argument("--dilations", help="look: the conditioned layers' dilations, e.g. 1,2,4 (their number sets the "
+                                       "layers; default 3 layers of 1)")
+    p.add_argument("--look-pad", type=int, default=0,
+                   help="look: half the batches get this many rows mirrored above and below, as the memory's canvas "
+                        "has them (the world model's memory_pad, 9)")
     p.add_argument("--out", required=True, help="run folder: checkpoint, log, loss plot, weights")
     p.add_argument("--tokenizer", help="world, look: the tokenizer weights (.safetensors)")
     p.add_argument("--steps", type=int, help="optimizer steps")

@@ -33,13 +33,19 @@ class LookConfig:
     width: int = 64  # conv channels
     layers: int = 3  # conditioned 3×3 conv layers between the stem and the output
     n_controls: int = NUM_CONTROLS
+    # the picture as a whole reaches every cell: its mean features join the knobs in each layer's scale and shift
+    # (a fog's or a dusk's colour is the whole sky's, not the 11 cells a stack of 3×3 layers sees)
+    pooled: bool = False
+    dilations: tuple[int, ...] = ()  # per conditioned layer (default 1 each): a wider view of the picture's depth
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "LookConfig":
-        return cls(**json.loads(text))
+        d = json.loads(text)
+        d["dilations"] = tuple(d.get("dilations", ()))
+        return cls(**d)
 
 
 class LookNet(nn.Module):
@@ -49,16 +55,29 @@ class LookNet(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or LookConfig()
         w = cfg.width
+        dil = tuple(cfg.dilations) or (1,) * cfg.layers
+        if len(dil) != cfg.layers:
+            raise ValueError(f"LookConfig.dilations has {len(dil)} values for {cfg.layers} layers")
         self.stem = nn.Conv2d(cfg.latent_channels, w, 3, padding=1)
-        self.convs = nn.ModuleList(nn.Conv2d(w, w, 3, padding=1) for _ in range(cfg.layers))
+        self.convs = nn.ModuleList(nn.Conv2d(w, w, 3, padding=d, dilation=d) for d in dil)
         self.film = nn.Sequential(nn.Linear(3 * cfg.n_controls, 128), nn.SiLU(), nn.Linear(128, 2 * w * cfg.layers))
+        self.pool = nn.Linear(w, 128) if cfg.pooled else None  # the picture's mean features into the film
         self.out = nn.Conv2d(w, cfg.latent_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def reach(self) -> int:
+        """How many cells away a cell's change can see (the stack's receptive radius)."""
+        return 2 + sum(tuple(self.cfg.dilations) or (1,) * self.cfg.layers)
+
     def forward(self, z: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
-        scale_shift = self.film(torch.cat([c0, c1, c1 - c0], dim=-1)).view(z.shape[0], -1, 2, self.cfg.width)
         h = F.silu(self.stem(z))
+        knobs = torch.cat([c0, c1, c1 - c0], dim=-1)
+        if self.pool is None:
+            film = self.film(knobs)
+        else:  # the first layer's features joined by the picture's mean
+            film = self.film[2](self.film[1](self.film[0](knobs) + self.pool(h.mean(dim=(-2, -1)))))
+        scale_shift = film.view(z.shape[0], -1, 2, self.cfg.width)
         for i, conv in enumerate(self.convs):
             s, b = scale_shift[:, i, 0, :, None, None], scale_shift[:, i, 1, :, None, None]
             h = h + F.silu(conv(h) * (1 + s) + b)
@@ -115,12 +134,18 @@ class LookTrain:
     lr: float = 2e-3
     holdout: float = 0.1
     seed: int = 0
+    # with the memory on, the look head changes the memory's canvas: the picture with this many rows mirrored above
+    # and below (WorldModel.memory_pad). This share of the batches is shown so (both latents' rows mirrored alike)
+    pad: int = 0
+    pad_share: float = 0.5
 
 
 def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = None, progress: bool = True,
-               command: str = "", width: int = LookConfig.width) -> dict:
+               command: str = "", width: int = LookConfig.width, pooled: bool = False,
+               dilations: tuple[int, ...] = ()) -> dict:
     from tqdm import tqdm
 
+    from .memory import mirror_rows
     from .model import WEIGHTS_DIR, load_tokenizer
     from .tokenizer import frames_to_tensor
     from .train import cosine_lr, finish_run, optimizer_step
@@ -144,7 +169,8 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
     n_held = max(1, round(n * tcfg.holdout / tcfg.per_state)) * tcfg.per_state  # whole moments held out
     he = slice(n - n_held, n)  # held-out moments: the last ones (training draws from 0 .. n - n_held)
     torch.manual_seed(tcfg.seed)
-    model = LookNet(LookConfig(latent_channels=z0.shape[1], width=width))
+    model = LookNet(LookConfig(latent_channels=z0.shape[1], width=width, pooled=pooled,
+                               layers=len(dilations) or LookConfig.layers, dilations=tuple(dilations)))
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=0.01)
     rng = np.random.default_rng(tcfg.seed)
     log = outp / "log.jsonl"
@@ -154,7 +180,10 @@ def train_look(out: str, tokenizer: str | None = None, tcfg: LookTrain | None = 
         for g in opt.param_groups:
             g["lr"] = cosine_lr(step, tcfg.steps, tcfg.lr, 50)
         i = torch.from_numpy(rng.integers(0, n - n_held, tcfg.batch))
-        loss = F.mse_loss(model(z0[i], c0[i], c1[i]), z1[i] - z0[i])
+        zb, target = z0[i], z1[i] - z0[i]
+        if tcfg.pad > 0 and rng.random() < tcfg.pad_share:
+            zb, target = mirror_rows(zb, tcfg.pad), mirror_rows(target, tcfg.pad)
+        loss = F.mse_loss(model(zb, c0[i], c1[i]), target)
         optimizer_step(opt, loss, model)
         row = {"step": step + 1, "loss": float(loss.item())}
         if (step + 1) % 250 == 0 or step + 1 == tcfg.steps:

@@ -29,6 +29,21 @@ from dataclasses import dataclass
 import torch
 
 
+def mirror_rows(z: torch.Tensor, pad: int) -> torch.Tensor:
+    """z (…, H, W) with `pad` rows mirrored above and below (a new tensor): the canvas's rows as the look head sees
+    them (vprod.world.look trains on them too)."""
+    if pad <= 0:
+        return z.clone()
+    h = z.shape[-2]
+    p = min(pad, h - 1)
+    top = z[..., 1:p + 1, :].flip(-2)
+    bottom = z[..., -p - 1:-1, :].flip(-2)
+    ext = torch.cat([top, z, bottom], dim=-2)
+    if p < pad:  # a very short picture: repeat the edge rows for the rest
+        ext = torch.nn.functional.pad(ext, (0, 0, pad - p, pad - p), mode="replicate")
+    return ext.clone()
+
+
 class WorldMemory:
     """A latent canvas (C, H + 2·pad, 2·W) around the camera and the window (C, H, W) it sees now.
 
@@ -47,7 +62,8 @@ class WorldMemory:
         self.canvas = self.whole(None)
         self.ox, self.oy = 0, 0  # the window's offset in cells: columns (any), rows (−pad..pad)
         self._fade: _Fade | None = None  # a new canvas fading in over the old one
-        self._glide: tuple[torch.Tensor, torch.Tensor, int, int] | None = None  # a look change on its way in
+        self._glide: _Glide | None = None  # a look change on its way in
+        self._other: tuple | None = None  # the same world made under other knobs (add_made): base, mirror, edge, knobs
 
     def _make(self, z: torch.Tensor, mirror: torch.Tensor | None, edge: torch.Tensor | None) -> None:
         """The canvas's two halves as made: the picture's (`base`) and its mirror image's; the edge cells' part."""
@@ -55,19 +71,11 @@ class WorldMemory:
             mirror = z.flip(-1)
         self.base = self._extend(z)
         self.mirror_base = self._extend(mirror)
+        self.edge_made = edge  # as made; `edge` follows the look (relook's edge_change)
         self.edge = edge
 
     def _extend(self, z: torch.Tensor) -> torch.Tensor:
-        """z (1, C, H, W) with `pad` rows mirrored above and below."""
-        if self.pad <= 0:
-            return z.clone()
-        p = min(self.pad, self.h - 1)
-        top = z[..., 1:p + 1, :].flip(-2)
-        bottom = z[..., -p - 1:-1, :].flip(-2)
-        ext = torch.cat([top, z, bottom], dim=-2)
-        if p < self.pad:  # a very short picture: repeat the edge rows for the rest
-            ext = torch.nn.functional.pad(ext, (0, 0, self.pad - p, self.pad - p), mode="replicate")
-        return ext.clone()
+        return mirror_rows(z, self.pad)
 
     def whole(self, change: torch.Tensor | None) -> torch.Tensor:
         """The canvas: the picture's half with the look `change` (of the half as made), and the mirror half with the
@@ -139,21 +147,55 @@ class WorldMemory:
         old = self._crop(f.canvas, f.ox + int(dx), f.oy - int(dy), f.edge)
         return old + self._faded() * (win - old)
 
-    def relook(self, change: torch.Tensor, frames: int = 0) -> None:
+    def relook(self, change: torch.Tensor, frames: int = 0, edge_change: torch.Tensor | None = None) -> None:
         """The look head's change of the canvas as made (`base`, under `controls`) to the knobs now: at once, or in
         equal parts over the next `frames` frames (apply() takes a part each), so the pull moves no frame by more
-        than a part of it."""
+        than a part of it. `edge_change`: the same knobs' change of the edge cells' part as made (the encoder's
+        padding adds to a dark picture's edges what it does not add to a bright one's: WorldModel._canvas_look);
+        None leaves the edge part as it is."""
+        edge_end = self.edge if edge_change is None or self.edge_made is None else self.edge_made + edge_change
         if frames <= 1:
-            self.canvas, self._glide = self.whole(change), None
+            self.canvas, self.edge, self._glide = self.whole(change), edge_end, None
         else:
-            self._glide = (self.canvas[..., :self.w] - self.base, change, 0, int(frames))
+            self._glide = _Glide(self.canvas[..., :self.w] - self.base, change, self.edge, edge_end, 0, int(frames))
 
     def _glide_on(self) -> None:
-        if self._glide is not None:
-            start, end, done, total = self._glide
-            done += 1
-            self.canvas = self.whole(start + (done / total) * (end - start))
-            self._glide = (start, end, done, total) if done < total else None
+        g = self._glide
+        if g is not None:
+            g.done += 1
+            a = g.done / g.total
+            self.canvas = self.whole(g.start + a * (g.end - g.start))
+            if g.edge_end is not None and g.edge_start is not None:
+                self.edge = g.edge_start + a * (g.edge_end - g.edge_start)
+            if g.done >= g.total:
+                self._glide = None
+
+    # --- the same world made under other knobs ---
+    def add_made(self, z: torch.Tensor, controls: torch.Tensor, mirror: torch.Tensor | None = None,
+                 edge: torch.Tensor | None = None) -> None:
+        """The same world made under other knobs too (`z`, `mirror`, `edge` as at __init__): the look head starts
+        from whichever of the two was made under knobs nearer the knobs asked for (prefer)."""
+        mirror = z.flip(-1) if mirror is None else mirror
+        self._other = (self._extend(z), self._extend(mirror), edge, controls)
+
+    def nearest(self, c: torch.Tensor, distance) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(base, knobs made under, edge part as made) of the making nearest `c` by `distance(knobs, c)`."""
+        if self._other is not None and self.controls is not None and \
+                distance(self._other[3], c) < distance(self.controls, c):
+            return self._other[0], self._other[3], self._other[2]
+        return self.base, self.controls, self.edge_made
+
+    def prefer(self, c: torch.Tensor, distance) -> bool:
+        """Make the look start from the making nearest `c` (the picture as it is stays: the next relook goes on from
+        it). Whether it changed."""
+        if self.nearest(c, distance)[0] is self.base:
+            return False
+        if self._glide is not None:  # the picture stays where the glide has come; the next relook goes on from it
+            self._glide = None
+        was = (self.base, self.mirror_base, self.edge_made, self.controls)
+        self.base, self.mirror_base, self.edge_made, self.controls = self._other
+        self._other = was
+        return True
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
                 old: torch.Tensor | None = None, mirror: torch.Tensor | None = None,
@@ -170,10 +212,29 @@ class WorldMemory:
                 edge_was = f.edge + a * (edge_was - f.edge)
         fade = _Fade(canvas, edge_was, self.ox, self.oy, 0, int(fade_frames))
         self._make(z, mirror, edge)
-        self.controls = controls
+        self.controls, self._other = controls, None
         self.canvas, self._glide = self.whole(None), None
         self.ox, self.oy = 0, 0
         self._fade = fade if fade_frames > 0 else None
+
+
+@dataclass
+class _Glide:
+    """A look change on its way into the canvas (the change of the half as made) and the edge cells' part."""
+
+    start: torch.Tensor
+    end: torch.Tensor
+    edge_start: torch.Tensor | None
+    edge_end: torch.Tensor | None
+    done: int
+    total: int
+
+
+def outer_cells(x: torch.Tensor, k: int) -> torch.Tensor:
+    """x with its cells more than `k` in from every edge set to zero (a new tensor)."""
+    x = x.clone()
+    x[..., k:-k, k:-k] = 0
+    return x
 
 
 @dataclass

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import NUM_CONTROLS
+from . import CONTROL_NAMES, NEUTRAL, NUM_CONTROLS
 from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
-from .memory import WorldMemory
+from .memory import WorldMemory, outer_cells
 from .motion import REF_H, REF_W, CameraHead, present, resample
 from .prompt import HUE, PromptHead, PromptReading, hue_offset, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
@@ -205,6 +205,17 @@ class WorldModel:
         # learning from the frames at 0.05: 22.1; docs/world-model)
         self.memory_pull = 0.2
         self.memory_pad = 9
+        # the picture's outer cells whose part of the latent (what the encoder's zero padding adds) the memory keeps
+        # apart (ring_latents); it follows the look (_canvas_look) while look_edges is on
+        self.edge_cells = 2
+        self.look_edges = True
+        self.look_ring = True  # the look head sees the canvas's half go on round the ring (_canvas_look)
+        # A memory the model makes itself (a reset, a family switch) at night or in fog is also drawn in daylight and
+        # clear air (NEUTRAL's daylight and fog), and the look head starts from whichever of the two was made nearer
+        # the knobs: a canvas made at night holds next to nothing of the world, and no look can light it again (a
+        # night terrain turned to day was a pale haze for the rest of its family's stretch), nor make a night city's
+        # lit windows from a day one (docs/world-model, "A world made at night")
+        self.canvas_lit = True
         # a family switch dissolves the memory into the new world's over this many frames (or the transition, if
         # longer): two worlds differ by far more than a frame's motion, and a 24-frame dissolve still changed the
         # picture by up to 7.6× a frame's median change (docs/world-model, "Smooth switches")
@@ -317,7 +328,8 @@ class WorldModel:
         self._offset = (target, target, 0)  # a new world opens with the prompt's look in full
         self._knobs = np.asarray(controls, np.float32)
         controls = steer(controls, target)
-        if first_frame is None:
+        rendered = first_frame is None
+        if rendered:
             h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
             w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
             first_frame = RendererWorld(w, h).reset(seed, controls, self.family)
@@ -333,10 +345,49 @@ class WorldModel:
             self.camera.reset(controls)
         self._phase = (0, 0)
         z = self.encode(first_frame)
-        self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
-        self._commit_newest(z, self.last_cond, 1.0)
         self.seed = int(seed)
+        self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
+        if rendered:
+            self._add_lit(self.memory, controls)
+        self._commit_newest(z, self.last_cond, 1.0)
         return first_frame
+
+    def _add_lit(self, mem: WorldMemory | None, controls) -> None:
+        """The memory's world made in daylight and clear air too, when `controls` are night or fog (canvas_lit)."""
+        lit = self._lit_knobs(controls)
+        if mem is not None and lit is not None:
+            base, mirror, edge = self.ring_latents(self._opening_view(lit))
+            mem.add_made(base, self._control_tensor(lit), mirror, edge)
+
+    @staticmethod
+    def _look_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+        """How far apart two knob settings are for the look's making: their daylight and fog."""
+        j = [CONTROL_NAMES.index("daylight"), CONTROL_NAMES.index("fog")]
+        return float((a[..., j] - b[..., j]).abs().max())
+
+    def _lit_knobs(self, controls) -> np.ndarray | None:
+        """The knobs a memory of the model's own is drawn under for `controls` (canvas_lit: their daylight and fog
+        NEUTRAL's), or None where those are the knobs themselves (near enough) or no look head can turn it."""
+        if not self.canvas_lit or self.look is None:
+            return None
+        lit = np.asarray(controls, np.float32).copy()
+        for name in ("daylight", "fog"):
+            j = CONTROL_NAMES.index(name)
+            lit[j] = NEUTRAL[j]
+        return None if float(np.abs(lit - controls).max()) < 0.2 else lit
+
+    def _opening_view(self, controls) -> np.ndarray:
+        """The renderer's opening view of this world (seed, family) under `controls`."""
+        from .render import RendererWorld
+
+        h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
+        w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
+        return RendererWorld(w, h).reset(self.seed, controls, self.family)
+
+    def _look_now(self, mem: WorldMemory, c: torch.Tensor) -> None:
+        """The memory's canvas (and its edge cells' part) turned to the knobs `c` at once."""
+        change, edge_change = self._canvas_look(mem.base, mem.controls, c, mem.edge_made)
+        mem.relook(change, 1, edge_change)
 
     def observe(self, frame: np.ndarray) -> None:
         """The frame just produced truly was `frame`: it replaces our own in the context."""
@@ -402,7 +453,7 @@ class WorldModel:
         return (mx, my), (px - mx, py - my)
 
     def ring_latents(self, frame: np.ndarray, z: torch.Tensor | None = None, margin: int = 2,
-                     edge_cells: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     edge_cells: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The memory's canvas for `frame`: the frame and its mirror image side by side — a ring, each edge meeting
         its own mirror image — encoded as one picture (with `margin` cells more round the ring and of rows mirrored
         above and below, then cut off), so that no cell of it is an edge cell. (Encoded on their own, the picture's
@@ -422,9 +473,7 @@ class WorldModel:
         base, mirror = ring[..., :w], ring[..., w:]
         if z is None:
             z = self.encode(frame)
-        k = int(edge_cells)
-        edge = z - base
-        edge[..., k:-k, k:-k] = 0
+        edge = outer_cells(z - base, int(self.edge_cells if edge_cells is None else edge_cells))
         base = z - edge  # (z inside: the window where the picture is holds z itself)
         return base, mirror, edge
 
@@ -589,10 +638,12 @@ class WorldModel:
                 # posted): its knobs become the ones the look was made under, and the next pass starts from them —
                 # the look stays within look_step of the knobs, as it does between passes.
                 glide = max(1, int(self.look_glide))
+                mem.prefer(c, self._look_distance)
                 done = self._side.take(lambda key: key[0] is mem.base and key[1] is mem.controls
                                        and float((key[2] - c).abs().max()) < self.look_step)
-                c, change = done if done is not None else (c, self._canvas_look(mem.base, mem.controls, c))
-                mem.relook(change, glide)
+                c, (change, edge_change) = done if done is not None else (
+                    c, self._canvas_look(mem.base, mem.controls, c, mem.edge_made))
+                mem.relook(change, glide, edge_change)
                 self._pull_boost = 2 * glide
             else:
                 with self._autocast():
@@ -613,10 +664,26 @@ class WorldModel:
         it last acted look_every frames ago or more."""
         return t - self._look_t >= self.look_every and float((c - self._look_ref).abs().max()) >= self.look_step
 
-    def _canvas_look(self, base: torch.Tensor, made_under: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """The look head's change of the memory's canvas as made (`base`, under the knobs `made_under`) to `c`."""
+    def _canvas_look(self, base: torch.Tensor, made_under: torch.Tensor, c: torch.Tensor,
+                     edge: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The look head's change of the memory's canvas as made (`base`, under the knobs `made_under`) to `c`; and,
+        given the edge cells' part as made, its change: the head's change of the picture's own latent (the window
+        as made plus the edge part) less its change of the canvas there, in the edge cells — what the encoder's
+        padding adds at a picture's edges depends on its look (a night picture's day-time edge part drew a light
+        column at its side and a dark bar beside it). None without `edge` (or when look_edges is off)."""
         with torch.no_grad(), self._autocast():
-            return self.look(base, made_under, c).float()
+            # the canvas is a ring: the picture's half goes on into the mirror image at both sides, so the head sees
+            # it go on (mirrored columns, as far as the head reaches) — not the zero padding of a picture's edge,
+            # where it draws a picture's edge change inside the ring
+            r = min(self.look.reach(), base.shape[-1]) if self.look_ring else 0
+            ring = torch.cat([base[..., :r].flip(-1), base, base[..., base.shape[-1] - r:].flip(-1)], -1)
+            change = self.look(ring, made_under, c).float()[..., r:r + base.shape[-1]]
+            if edge is None or not self.look_edges:
+                return change, None
+            pad = (base.shape[-2] - edge.shape[-2]) // 2
+            inside = base[..., pad:pad + edge.shape[-2], :]
+            own = self.look(inside + edge, made_under, c).float()
+        return change, outer_cells(own - change[..., pad:pad + edge.shape[-2], :], self.edge_cells)
 
     def prepare(self, controls) -> None:
         """The knobs of the next frame, known before this frame's latent is handed on (a pipeline): where the look
@@ -631,8 +698,9 @@ class WorldModel:
         c = self._control_tensor(self.steered(controls))  # as next_latent will see them (self.t is still this frame)
         if not self._look_due(c, self.t + 1):
             return
-        base, made_under = mem.base, mem.controls  # as they are now: a family switch may replace them meanwhile
-        self._side.post((base, made_under, c), lambda: (c, self._canvas_look(base, made_under, c)))
+        # as they will be (the making nearest these knobs): a family switch may replace them meanwhile
+        base, made_under, edge = mem.nearest(c, self._look_distance)
+        self._side.post((base, made_under, c), lambda: (c, self._canvas_look(base, made_under, c, edge)))
 
     def decode_timed(self, z: torch.Tensor, view: np.ndarray | None = None) -> np.ndarray:
         """The decoder's share of a frame; may run on another thread than `next_latent` (a pipeline), and first
@@ -719,9 +787,10 @@ class WorldModel:
                 if self.look is not None and mem.controls is not None and not torch.equal(
                         ctl_t, self.last_cond["control"]):
                     # the old world fades out under the new knobs too (else its old look pulls the picture back)
-                    old = mem.whole(self._canvas_look(mem.base, mem.controls, ctl_t))
+                    old = mem.whole(self._canvas_look(mem.base, mem.controls, ctl_t)[0])
                 base, mirror, edge = self.ring_latents(first)
                 self.memory.replace(base, ctl_t, max(self.memory_fade_frames, self.transition_frames),
                                     old=old, mirror=mirror, edge=edge)
+                self._add_lit(self.memory, ctl)
         self.family = family
         self._retarget_offset()

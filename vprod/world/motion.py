@@ -48,6 +48,13 @@ def _knobs(controls) -> np.ndarray:
     return np.clip(np.nan_to_num(np.asarray(controls, np.float64).reshape(-1), nan=0.5), 0.0, 1.0)
 
 
+# rotation_only: the features each of the flow's numbers keeps — the shifts (a0, b0) the turn's and the pitch step's
+# alone (and their products with the zoom); the spread and shear all of them
+_ROTATION = np.ones((len(FEATURES), len(PARAMS)))
+_ROTATION[:, PARAMS.index("a0")] = [f in ("turn", "turn·zoom") for f in FEATURES]
+_ROTATION[:, PARAMS.index("b0")] = [f in ("pitch_step", "pitch_step·zoom") for f in FEATURES]
+
+
 def features(controls: np.ndarray, pitch: float) -> tuple[np.ndarray, float]:
     """Features of one step (controls of the new frame) and the eased camera pitch after it (−1..1)."""
     c = _knobs(controls)
@@ -77,6 +84,12 @@ class CameraHead:
         self.wrap = True
         self.padding = "reflection"  # what enters at the edges (for shifts under half a cell: the edge cell itself)
         self.pitch = 0.0  # the eased camera pitch, −1..1, as the renderer eases it
+        # the picture's shift comes from the camera's turn alone (sideways) and its pitch alone (up / down): the
+        # fitted maps also shift it a little for speed, zoom and at rest (flying forward streams the ground down,
+        # clouds drift) — added up by the whole-cell moves over a stretch of held knobs they walked the view off
+        # the world (a terrain flown at speed 0.97 showed nothing but sky after ~150 frames; at rest it slid
+        # sideways a cell every ~24 frames). docs/world-model, "A world made at night"
+        self.rotation_only = True
 
     # --- state ---
     def reset(self, controls) -> None:
@@ -92,7 +105,7 @@ class CameraHead:
         for name, w in weights.items():
             m = self.maps.get(name)
             if m is not None and w:
-                out += w * (f @ m)
+                out += w * (f @ (m * _ROTATION if self.rotation_only else m))
         return out * self.gain
 
     def peek(self, controls, family: str | dict[str, float] | None) -> np.ndarray:
