@@ -565,9 +565,9 @@ def test_with_the_shipped_look_head_a_night_picture_turned_has_no_bar_at_the_joi
     """Night asked for (daylight 0.15) and the picture turned 3 cells: the memory's window decoded by the shipped
     tokenizer against the renderer's night frame moved the same way, column by column. The look head sees the
     canvas's half go on round the ring and the edge cells' part follows the look, so the columns at the join and at
-    the right edge are drawn about as well as the rest (measured 0.6–1.5× the median column's error). With the head
-    run on the half as if it were a picture and the edge part left at day (as before), it drew a picture's edge
-    change at the join and a day-time edge at night: 2.1–3.7×."""
+    the right edge are drawn about as well as the rest (the worse of the two measured at 1.4× the median column's
+    error). With the head run on the half as if it were a picture and the edge part left at day (as before), it drew
+    a picture's edge change at the join and a day-time edge at night: 2.7–3.6×."""
     from vprod.world.look import load_look
     from vprod.world.model import WEIGHTS_DIR, load_tokenizer
     from vprod.world.render import Renderer

@@ -319,8 +319,6 @@ class WorldModel:
     # --- the World contract ---
     def reset(self, seed: int, controls, family: str | None = None, first_frame: np.ndarray | None = None):
         """Start a world: the opening frame is the renderer's (or `first_frame`), encoded into the context."""
-        from .render import RendererWorld
-
         self.gen.manual_seed(int(seed))
         self.family_asked = family if family is not None else self.families[int(seed) % len(self.families)]
         self.family = self._family_to_show()
@@ -328,11 +326,10 @@ class WorldModel:
         self._offset = (target, target, 0)  # a new world opens with the prompt's look in full
         self._knobs = np.asarray(controls, np.float32)
         controls = steer(controls, target)
+        self.seed = int(seed)
         rendered = first_frame is None
         if rendered:
-            h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
-            w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
-            first_frame = RendererWorld(w, h).reset(seed, controls, self.family)
+            first_frame = self._opening_view(controls)
         self.cache = self.dyn.new_cache()
         self.t = 0
         self._blend = None
@@ -345,7 +342,6 @@ class WorldModel:
             self.camera.reset(controls)
         self._phase = (0, 0)
         z = self.encode(first_frame)
-        self.seed = int(seed)
         self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
         if rendered:
             self._add_lit(self.memory, controls)
@@ -383,11 +379,6 @@ class WorldModel:
         h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
         w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
         return RendererWorld(w, h).reset(self.seed, controls, self.family)
-
-    def _look_now(self, mem: WorldMemory, c: torch.Tensor) -> None:
-        """The memory's canvas (and its edge cells' part) turned to the knobs `c` at once."""
-        change, edge_change = self._canvas_look(mem.base, mem.controls, c, mem.edge_made)
-        mem.relook(change, 1, edge_change)
 
     def observe(self, frame: np.ndarray) -> None:
         """The frame just produced truly was `frame`: it replaces our own in the context."""
@@ -689,9 +680,10 @@ class WorldModel:
         """The knobs of the next frame, known before this frame's latent is handed on (a pipeline): where the look
         head will act on the memory then, its pass is posted for the decoder's thread, which runs it in
         `decode_timed` before decoding — off the model thread, whose frame is the pipeline's longer (measured: the
-        look pass ~2.6 ms of ~16). The next `next_latent` takes the answer if the memory and its look are still the
-        ones it was made for and the knobs within look_step of these (then the look is made under these knobs, as
-        if they had been read a frame earlier), else makes it itself."""
+        look pass ~7 ms on one thread, the canvas as a ring and the edge cells, of ~16). The next `next_latent`
+        takes the answer if the memory and its look are still the ones it was made for and the knobs within
+        look_step of these (then the look is made under these knobs, as if they had been read a frame earlier), else
+        makes it itself."""
         mem = self.memory
         if self.look is None or mem is None or mem.controls is None or self._look_ref is None:
             return
@@ -773,15 +765,11 @@ class WorldModel:
             self._begin_blend()
             if self.memory is not None and family is not None and self.last_cond is not None:
                 # the new world's opening view (the renderer's, as at a reset) becomes the memory, faded in
-                from .render import RendererWorld
-
-                h, w = self.last_latent.shape[-2:]
-                f = self.tok.cfg.downsample
                 self.family = family
                 # under the knobs the new world will have once the prompt's offset (for this family) is in
                 knobs = self._knobs if self._knobs is not None else self.last_cond["control"][0].cpu().numpy()
                 ctl = steer(knobs, self._prompt_offset())
-                first = RendererWorld(w * f, h * f).reset(self.seed, ctl, family)
+                first = self._opening_view(ctl)
                 ctl_t = self._control_tensor(ctl)  # as the conditions will hold them
                 mem, old = self.memory, None
                 if self.look is not None and mem.controls is not None and not torch.equal(
