@@ -620,7 +620,12 @@ def test_a_world_opened_at_night_keeps_its_world_for_the_day(family):
         wm.canvas_lit = lit
         wm.reset(5, night, family)
         at_night = psnr(wm.decode(wm.memory.window()), night_frame)
+        # the daylight making is made only once the knobs come nearer to it (a world that stays at night: no cost)
+        assert (wm.memory.to_make is not None) == lit and wm.memory._other is None
+        wm.next_latent(night)
+        assert wm.memory._other is None
         wm.next_latent(NEUTRAL)  # day asked for: the look head turns the memory at once (glide 1)
+        assert wm.memory.to_make is None and (wm.memory._other is not None) == lit
         made = wm.memory.controls[0, CONTROL_NAMES.index("daylight")].item()
         assert made == pytest.approx(NEUTRAL[CONTROL_NAMES.index("daylight")] if lit else 0.1)
         scores[lit] = (at_night, psnr(wm.decode(wm.memory.window()), day_frame))

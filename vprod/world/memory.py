@@ -64,6 +64,8 @@ class WorldMemory:
         self._fade: _Fade | None = None  # a new canvas fading in over the old one
         self._glide: _Glide | None = None  # a look change on its way in
         self._other: tuple | None = None  # the same world made under other knobs (add_made): base, mirror, edge, knobs
+        # a making its maker adds once the knobs come nearer to it (WorldModel: the world in daylight), or None
+        self.to_make = None
 
     def _make(self, z: torch.Tensor, mirror: torch.Tensor | None, edge: torch.Tensor | None) -> None:
         """The canvas's two halves as made: the picture's (`base`) and its mirror image's; the edge cells' part."""
@@ -212,7 +214,7 @@ class WorldMemory:
                 edge_was = f.edge + a * (edge_was - f.edge)
         fade = _Fade(canvas, edge_was, self.ox, self.oy, 0, int(fade_frames))
         self._make(z, mirror, edge)
-        self.controls, self._other = controls, None
+        self.controls, self._other, self.to_make = controls, None, None
         self.canvas, self._glide = self.whole(None), None
         self.ox, self.oy = 0, 0
         self._fade = fade if fade_frames > 0 else None

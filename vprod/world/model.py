@@ -349,11 +349,22 @@ class WorldModel:
         return first_frame
 
     def _add_lit(self, mem: WorldMemory | None, controls) -> None:
-        """The memory's world made in daylight and clear air too, when `controls` are night or fog (canvas_lit)."""
+        """When `controls` are night or fog (canvas_lit): the memory's world is to be made in daylight and clear air
+        too — once the knobs come nearer to those (_lit_when_nearer), so a world that stays at night costs nothing
+        more (made at once, a family switch at night took 61 ms instead of 28 on two threads)."""
         lit = self._lit_knobs(controls)
         if mem is not None and lit is not None:
-            base, mirror, edge = self.ring_latents(self._opening_view(lit))
-            mem.add_made(base, self._control_tensor(lit), mirror, edge)
+            mem.to_make = (self._control_tensor(lit), self.seed, self.family)
+
+    def _lit_when_nearer(self, mem: WorldMemory, c: torch.Tensor) -> None:
+        """The memory's daylight making, made now if the knobs `c` have come nearer to it than to the canvas's."""
+        if mem.to_make is None or mem.controls is None:
+            return
+        lit, seed, family = mem.to_make
+        if self._look_distance(lit, c) < self._look_distance(mem.controls, c):
+            mem.to_make = None
+            base, mirror, edge = self.ring_latents(self._opening_view(lit[0].cpu().numpy(), seed, family))
+            mem.add_made(base, lit, mirror, edge)
 
     @staticmethod
     def _look_distance(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -372,13 +383,14 @@ class WorldModel:
             lit[j] = NEUTRAL[j]
         return None if float(np.abs(lit - controls).max()) < 0.2 else lit
 
-    def _opening_view(self, controls) -> np.ndarray:
-        """The renderer's opening view of this world (seed, family) under `controls`."""
+    def _opening_view(self, controls, seed: int | None = None, family: str | None = None) -> np.ndarray:
+        """The renderer's opening view of this world (or of `seed`, `family`) under `controls`."""
         from .render import RendererWorld
 
         h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
         w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
-        return RendererWorld(w, h).reset(self.seed, controls, self.family)
+        return RendererWorld(w, h).reset(self.seed if seed is None else seed, controls,
+                                         self.family if family is None else family)
 
     def observe(self, frame: np.ndarray) -> None:
         """The frame just produced truly was `frame`: it replaces our own in the context."""
@@ -629,6 +641,7 @@ class WorldModel:
                 # posted): its knobs become the ones the look was made under, and the next pass starts from them —
                 # the look stays within look_step of the knobs, as it does between passes.
                 glide = max(1, int(self.look_glide))
+                self._lit_when_nearer(mem, c)
                 mem.prefer(c, self._look_distance)
                 done = self._side.take(lambda key: key[0] is mem.base and key[1] is mem.controls
                                        and float((key[2] - c).abs().max()) < self.look_step)
