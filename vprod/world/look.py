@@ -58,6 +58,7 @@ class LookNet(nn.Module):
         dil = tuple(cfg.dilations) or (1,) * cfg.layers
         if len(dil) != cfg.layers:
             raise ValueError(f"LookConfig.dilations has {len(dil)} values for {cfg.layers} layers")
+        self.dilations = dil
         self.stem = nn.Conv2d(cfg.latent_channels, w, 3, padding=1)
         self.convs = nn.ModuleList(nn.Conv2d(w, w, 3, padding=d, dilation=d) for d in dil)
         self.film = nn.Sequential(nn.Linear(3 * cfg.n_controls, 128), nn.SiLU(), nn.Linear(128, 2 * w * cfg.layers))
@@ -68,7 +69,7 @@ class LookNet(nn.Module):
 
     def reach(self) -> int:
         """How many cells away a cell's change can see (the stack's receptive radius)."""
-        return 2 + sum(tuple(self.cfg.dilations) or (1,) * self.cfg.layers)
+        return 2 + sum(self.dilations)
 
     def forward(self, z: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor) -> torch.Tensor:
         h = F.silu(self.stem(z))

@@ -41,7 +41,7 @@ def mirror_rows(z: torch.Tensor, pad: int) -> torch.Tensor:
     ext = torch.cat([top, z, bottom], dim=-2)
     if p < pad:  # a very short picture: repeat the edge rows for the rest
         ext = torch.nn.functional.pad(ext, (0, 0, pad - p, pad - p), mode="replicate")
-    return ext.clone()
+    return ext
 
 
 class WorldMemory:
@@ -69,15 +69,13 @@ class WorldMemory:
 
     def _make(self, z: torch.Tensor, mirror: torch.Tensor | None, edge: torch.Tensor | None) -> None:
         """The canvas's two halves as made: the picture's (`base`) and its mirror image's; the edge cells' part."""
-        if mirror is None:
-            mirror = z.flip(-1)
-        self.base = self._extend(z)
-        self.mirror_base = self._extend(mirror)
+        self.base, self.mirror_base = self._halves(z, mirror)
         self.edge_made = edge  # as made; `edge` follows the look (relook's edge_change)
         self.edge = edge
 
-    def _extend(self, z: torch.Tensor) -> torch.Tensor:
-        return mirror_rows(z, self.pad)
+    def _halves(self, z: torch.Tensor, mirror: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The picture's half and the mirror image's (z's cells mirrored if not given), with the pad rows."""
+        return mirror_rows(z, self.pad), mirror_rows(z.flip(-1) if mirror is None else mirror, self.pad)
 
     def whole(self, change: torch.Tensor | None) -> torch.Tensor:
         """The canvas: the picture's half with the look `change` (of the half as made), and the mirror half with the
@@ -177,8 +175,7 @@ class WorldMemory:
                  edge: torch.Tensor | None = None) -> None:
         """The same world made under other knobs too (`z`, `mirror`, `edge` as at __init__): the look head starts
         from whichever of the two was made under knobs nearer the knobs asked for (prefer)."""
-        mirror = z.flip(-1) if mirror is None else mirror
-        self._other = (self._extend(z), self._extend(mirror), edge, controls)
+        self._other = (*self._halves(z, mirror), edge, controls)
 
     def nearest(self, c: torch.Tensor, distance) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(base, knobs made under, edge part as made) of the making nearest `c` by `distance(knobs, c)`."""
@@ -187,17 +184,15 @@ class WorldMemory:
             return self._other[0], self._other[3], self._other[2]
         return self.base, self.controls, self.edge_made
 
-    def prefer(self, c: torch.Tensor, distance) -> bool:
+    def prefer(self, c: torch.Tensor, distance) -> None:
         """Make the look start from the making nearest `c` (the picture as it is stays: the next relook goes on from
-        it). Whether it changed."""
+        it; a glide under way stops where it has come)."""
         if self.nearest(c, distance)[0] is self.base:
-            return False
-        if self._glide is not None:  # the picture stays where the glide has come; the next relook goes on from it
-            self._glide = None
+            return
+        self._glide = None
         was = (self.base, self.mirror_base, self.edge_made, self.controls)
         self.base, self.mirror_base, self.edge_made, self.controls = self._other
         self._other = was
-        return True
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
                 old: torch.Tensor | None = None, mirror: torch.Tensor | None = None,
