@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from vprod.world import NEUTRAL
+from vprod.world import CONTROL_NAMES, NEUTRAL
 from vprod.world.dynamics import Dynamics, DynamicsConfig
 from vprod.world.model import WorldModel
 from vprod.world.motion import (
@@ -23,6 +23,8 @@ from vprod.world.motion import (
     warp_affine,
 )
 from vprod.world.tokenizer import Tokenizer, TokenizerConfig
+
+ZOOM = CONTROL_NAMES.index("zoom")
 
 
 def shift_head(px: float, family: str = "plasma", down: float = 0.0) -> CameraHead:
@@ -223,3 +225,85 @@ def test_in_output_mode_the_camera_head_moves_each_new_frame_and_gain_zero_turns
     assert torch.allclose(z[..., 1:], before[..., :-1], atol=1e-5)
     wm.camera.gain = 0.0
     assert torch.allclose(wm.next_latent(right), z, atol=1e-5)
+
+
+def _zoomed(family: str, zoom: float, seed: int = 3):
+    """The renderer's frame of one moment at NEUTRAL and at `zoom`, and the camera's pitch then."""
+    import copy
+
+    from vprod.world.render import Renderer
+
+    r = Renderer(256, 144)
+    r.reset(seed, family, NEUTRAL)
+    for _ in range(4):
+        r.step(NEUTRAL)
+    at = copy.deepcopy(r.state)
+    plain = r.step(NEUTRAL)
+    r.state = at
+    c = NEUTRAL.copy()
+    c[ZOOM] = zoom
+    return plain, r.step(c), r.state.pitch
+
+
+@pytest.mark.parametrize("family", ["terrain", "starfield"])
+def test_the_lens_is_the_renderers_zoom_about_the_optical_centre(family):
+    """A pinhole camera's zoom magnifies its picture about the optical centre: the middle of a starfield, the
+    horizon row of a terrain (its pitch shears the picture). The neutral frame seen through the lens is the zoomed
+    frame, nearly; about the middle row a terrain's is not."""
+    from vprod.world.metrics import psnr
+    from vprod.world.motion import lens, present
+    from vprod.world.render import optical_row
+
+    assert np.array_equal(lens(0.3, 0.3, 0.4), np.eye(3))
+    plain, zoomed, pitch = _zoomed(family, 0.8)
+    row = optical_row(family, pitch)
+    assert (row == 0.5) == (family == "starfield")
+    m = lens(0.5, 0.8, row)
+    assert m[0, 0] == pytest.approx(np.tan(np.radians(33.5)) / np.tan(np.radians(50 - 33 * 0.8)))
+    centre = np.array([0.0, (row - 0.5) * 144, 1.0])
+    assert np.allclose(m @ centre, centre)  # the optical centre stays
+    seen = psnr(present(plain, m), zoomed)
+    assert seen > 26.0 and seen > psnr(plain, zoomed) + 8.0
+    if family == "terrain":
+        assert seen > psnr(present(plain, lens(0.5, 0.8, 0.5)), zoomed) + 6.0
+
+
+def test_the_world_is_made_at_its_zoom_and_shown_through_the_lens():
+    """The zoom knob moves no knob of the world itself (the dynamics', the look head's, the camera head's): the
+    picture is the world's shown through the lens, at once, and nearer the renderer's zoomed frame than the look
+    head's answer to the zoom (a haze). A world the model opens is made at the knob's zoom or NEUTRAL's, whichever
+    is wider; one observed in true frames, at theirs."""
+    from vprod.world.look import load_look
+    from vprod.world.metrics import psnr
+    from vprod.world.model import LOOK_WEIGHTS, load_tokenizer
+    from vprod.world.motion import lens
+    from vprod.world.render import optical_row
+
+    plain, zoomed, pitch = _zoomed("city", 0.8)
+    wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=load_look(LOOK_WEIGHTS), camera=None)
+    wm.memory_pull, wm.look_glide, wm.look_every = 0.2, 1, 1
+    c = NEUTRAL.copy()
+    c[ZOOM] = 0.8
+    shown = {}
+    for on in (False, True):
+        wm.lens = on
+        wm.reset(3, NEUTRAL, "city", first_frame=plain)
+        looked = wm._look_t
+        frame = wm.step(c)
+        assert (wm.last_cond["control"][0, ZOOM].item() == pytest.approx(0.5)) == on
+        assert (wm._look_t == looked) == on  # the look head did not act for the zoom
+        shown[on] = psnr(frame, zoomed)
+    assert np.allclose(wm.view, lens(0.5, 0.8, optical_row("city", (NEUTRAL[1] - 0.5) * 2)))
+    assert shown[True] > shown[False] + 3.0, shown
+    wm.step(NEUTRAL)  # back: the world as it was, no lens
+    assert wm.view is None
+    wide, narrow = NEUTRAL.copy(), NEUTRAL.copy()
+    wide[ZOOM], narrow[ZOOM] = 0.2, 0.9
+    first = wm.reset(3, narrow, "city")  # opened zoomed in: made at NEUTRAL's, the first picture through the lens
+    assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None
+    assert psnr(first, wm._opening_view(wm._made_at(narrow))) < 20.0
+    wm.reset(3, wide, "city")  # opened wide: made so
+    assert wm._zoom_made == pytest.approx(0.2) and wm.view is None
+    wm.step(narrow)
+    wm.observe(zoomed)  # a true frame: taken at the knobs' zoom
+    assert wm._zoom_made == pytest.approx(0.9) and wm.view is None

@@ -51,7 +51,12 @@ class Knobs:
 
     @property
     def fov_deg(self) -> float:
-        return 100.0 - 66.0 * self.zoom  # 0 wide (100 deg) .. 1 narrow (34 deg); 67 at neutral
+        return fov_deg(self.zoom)
+
+
+def fov_deg(zoom: float) -> float:
+    """The camera's horizontal field of view for a zoom knob: 0 wide (100 deg) .. 1 narrow (34 deg); 67 at neutral."""
+    return 100.0 - 66.0 * zoom
 
 
 def smoothstep(e0: float, e1: float, x):
@@ -232,7 +237,10 @@ class Light:
 
 @dataclass
 class View:
-    """A level pinhole camera (pitch is a vertical shear of the image: the horizon row moves)."""
+    """A level pinhole camera (pitch is a vertical shear of the image: the horizon row moves). Its optical centre
+    is the picture's middle column and the horizon row: a zoom magnifies the picture about that point."""
+
+    PITCH_SHEAR = 0.55  # the horizon row moves this share of the picture's height per unit of pitch
 
     width: int
     height: int
@@ -246,7 +254,7 @@ class View:
     @classmethod
     def make(cls, width: int, height: int, k: Knobs, yaw: float, pitch: float, base: float = 0.42):
         f = (width / 2.0) / math.tan(math.radians(k.fov_deg) / 2.0)
-        hor = height * (base + 0.55 * pitch)
+        hor = height * (base + cls.PITCH_SHEAR * pitch)
         u = ((np.arange(width, dtype=F32) + 0.5 - width / 2.0) / f).astype(F32)
         c, s = math.cos(yaw), math.sin(yaw)
         return cls(width, height, f, hor, yaw, u, (c - s * u).astype(F32), (s + c * u).astype(F32))
@@ -375,6 +383,7 @@ def fog_factor(depth, density: float):
 class Terrain:
     """Camera flight over mountains: a height-field column renderer with lakes and sea, sky, sun and fog."""
 
+    HORIZON = 0.40  # the horizon row at level pitch, a share of the picture's height (View.make)
     N = 512  # map side in texels (world units), tiling
     HEIGHT = 62.0  # world units for a normalised height of 1
     SAMPLES = 150
@@ -441,7 +450,8 @@ class Terrain:
     def render(self, st, k: Knobs) -> np.ndarray:
         w, hgt = self.width, self.height
         sway = k.energy * 0.06 * math.sin(st.anim * 0.9)
-        v = View.make(w, hgt, k, st.yaw + sway, st.pitch + k.energy * 0.05 * math.sin(st.anim * 1.3), base=0.4)
+        v = View.make(w, hgt, k, st.yaw + sway, st.pitch + k.energy * 0.05 * math.sin(st.anim * 1.3),
+                      base=self.HORIZON)
         L = Light(k, self.sky.sun_az)
         n = self.N
         cx, cy = st.x % n, st.y % n
@@ -516,6 +526,7 @@ def _hash(a: np.ndarray) -> np.ndarray:
 class City:
     """Flight over a grid city: exact ray-grid traversal per column, facades with windows, lit at night."""
 
+    HORIZON = 0.42  # the horizon row at level pitch (View.make)
     G = 128  # cells per side (tiling); one cell is one world unit
     BLOCK = 5  # every 5th row / column of cells is a street
     UNIT_SPEED = 14.0
@@ -563,7 +574,8 @@ class City:
     def render(self, st, k: Knobs) -> np.ndarray:
         w, hgt, g = self.width, self.height, self.G
         sway = k.energy * 0.05 * math.sin(st.anim * 1.1)
-        v = View.make(w, hgt, k, st.yaw + sway, st.pitch + k.energy * 0.04 * math.sin(st.anim * 1.6), base=0.42)
+        v = View.make(w, hgt, k, st.yaw + sway, st.pitch + k.energy * 0.04 * math.sin(st.anim * 1.6),
+                      base=self.HORIZON)
         L = Light(k, self.sky.sun_az)
         cx, cy = st.x % g, st.y % g
         cz = st.z + k.energy * 0.35 * math.sin(st.anim * 2.1)
@@ -1008,6 +1020,7 @@ class Starfield:
 class Ocean:
     """Sailing over open sea: wave normals from two drifting wave maps, sky reflection, sun glitter and foam."""
 
+    HORIZON = 0.45  # the horizon row at level pitch (View.make)
     UNIT_SPEED = 26.0
     N = 256  # wave map texels (tiling)
 
@@ -1036,7 +1049,7 @@ class Ocean:
     def render(self, st, k: Knobs) -> np.ndarray:
         w, hgt = self.width, self.height
         bob = k.energy * 0.05 * math.sin(st.anim * 1.3)
-        v = View.make(w, hgt, k, st.yaw + k.energy * 0.03 * math.sin(st.anim * 0.8), st.pitch + bob, base=0.45)
+        v = View.make(w, hgt, k, st.yaw + k.energy * 0.03 * math.sin(st.anim * 0.8), st.pitch + bob, base=self.HORIZON)
         L = Light(k, self.sky.sun_az)
         cz = 2.2 + k.energy * 0.6 * math.sin(st.anim * 1.7)
         r0 = int(min(hgt, max(0, math.ceil(v.hor - 0.5 + 0.6))))  # first row fully below the horizon

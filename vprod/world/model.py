@@ -7,6 +7,7 @@ each frame costs the same forever.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
 from .memory import WorldMemory, outer_cells
-from .motion import REF_H, REF_W, CameraHead, present, resample
+from .motion import REF_H, REF_W, CameraHead, lens, present, resample
 from .prompt import HUE, PromptHead, PromptReading, hue_offset, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
@@ -27,6 +28,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LOOK_WEIGHTS = WEIGHTS_DIR / "look.safetensors"
 CAMERA_WEIGHTS = WEIGHTS_DIR / "motion.json"
 PROMPT_WEIGHTS = WEIGHTS_DIR / "prompt.safetensors"
+ZOOM = CONTROL_NAMES.index("zoom")
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -235,6 +237,24 @@ class WorldModel:
         # camera moves a cell")
         self.patch_phase = True
         self._phase = (0, 0)  # cells (x, y): the picture is the dynamics' frame moved by these (right / down)
+        # The zoom knob is a lens in front of the world: the world (its memory, the dynamics' frames, the look and the
+        # camera heads' knobs) stays at the zoom it was made at, and the picture is shown magnified about the
+        # camera's optical centre by what the knob asks for (present's view) — a pinhole camera's zoom, which the
+        # renderer's is (a zoom from 0.5 to 0.8 magnified so: 26–37 dB against the renderer's own, 12–21 unmagnified;
+        # docs/world-model, "The zoom knob as a lens"). Asked of the look head, a zoom drew a haze. A world the model
+        # makes itself is made at the knob's zoom or NEUTRAL's, whichever is wider (zooming out shows the world's
+        # mirror image at the sides, as its ring holds it); one made from true frames, at theirs.
+        self.lens = True
+        self._zoom_made: float | None = None  # the zoom the world is made at (None: the knob's, no lens)
+        self._lens = np.eye(3)  # the newest latent's lens (picture → shown picture)
+        # A lens magnifies the picture the world holds, which holds no more detail for it: zoomed in 2×, a starfield's
+        # stars blur away. Once the lens magnifies (or shrinks) by this much, a world the model made from the renderer
+        # is made again at the knob's zoom — the picture as shown dissolving into it over refocus_frames (the picture
+        # sharpens, as a camera's focus pulls in) — and the lens starts again from 1 (None: never)
+        self.lens_refocus: float | None = 1.25
+        self.refocus_frames = 12
+        self._made_by_renderer = False  # the world's memory is the renderer's opening view (reset, family switch)
+        self._shown: torch.Tensor | None = None  # the newest latent next_latent handed on (its picture: `view`)
 
     @property
     def steps(self) -> int:
@@ -328,6 +348,9 @@ class WorldModel:
         controls = steer(controls, target)
         self.seed = int(seed)
         rendered = first_frame is None
+        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        self._zoom_made = min(zoom, float(NEUTRAL[ZOOM])) if rendered else zoom
+        controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
         self.cache = self.dyn.new_cache()
@@ -341,12 +364,16 @@ class WorldModel:
         if self.camera is not None:
             self.camera.reset(controls)
         self._phase = (0, 0)
+        self._lens = self._lens_for(zoom)
+        self._made_by_renderer = rendered
         z = self.encode(first_frame)
         self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
         if rendered:
             self._add_lit(self.memory, controls)
         self._commit_newest(z, self.last_cond, 1.0)
-        return first_frame
+        self._shown = z
+        view = self.view
+        return first_frame if view is None else present(first_frame, view)
 
     def _add_lit(self, mem: WorldMemory | None, controls) -> None:
         """When `controls` are night or fog (canvas_lit): the memory's world is to be made in daylight and clear air
@@ -397,7 +424,12 @@ class WorldModel:
         self.cache.pop()
         if self.camera is not None:
             self.camera.view = np.eye(3)  # the true frame is the shown picture: no rest of a move left
+        if self._knobs is not None:  # … taken at the knobs' zoom: the world is made at it from now on
+            self._zoom_made = float(np.nan_to_num(self.steered(self._knobs)[ZOOM], nan=NEUTRAL[ZOOM]))
+        self._lens = np.eye(3)
+        self._made_by_renderer = False
         z = self.encode(frame)
+        self._shown = z
         self.memory = self.new_memory(z, frame)
         if self._phase != (0, 0):  # the dynamics' frame is the picture moved back by the phase
             back = self._cells_move(-self._phase[0], -self._phase[1], z.shape[-2:])
@@ -419,6 +451,7 @@ class WorldModel:
         """A memory made from the latent in view now (the memory turned on while the world runs): the dynamics'
         frame as it is (not moved on ahead of the next step), which the picture is moved on from by the phase."""
         self.memory = self.new_memory(self._ctx_raw if self._ctx_raw is not None else self.last_latent)
+        self._made_by_renderer = False
         if self.memory is not None:
             self.memory.shift(*self._phase)  # made from the dynamics' frame: the picture is it moved by the phase
 
@@ -533,15 +566,88 @@ class WorldModel:
 
     @property
     def view(self) -> np.ndarray | None:
-        """How the newest latent's picture is shown (the camera head's sub-cell rest, cells mode), or None."""
+        """How the newest latent's picture is shown (the camera head's sub-cell rest, cells mode, then the zoom's
+        lens), or None where it is shown as it is."""
         cam = self.camera
-        return cam.view.copy() if cam is not None and cam.where == "cells" and cam.gain else None
+        rest = cam.view if cam is not None and cam.where == "cells" and cam.gain else None
+        if self._lens is None or np.array_equal(self._lens, np.eye(3)):
+            return None if rest is None else rest.copy()
+        return self._lens.copy() if rest is None else self._lens @ rest
+
+    def _made_at(self, controls) -> np.ndarray:
+        """The knobs as the world is made under them: the zoom the world was made at (the lens shows the rest)."""
+        c = np.array(controls, np.float32)
+        if self.lens and self._zoom_made is not None:
+            c[ZOOM] = self._zoom_made
+        return c
+
+    def _lens_for(self, zoom: float) -> np.ndarray:
+        """The lens showing the world made at _zoom_made as the zoom knob at `zoom` sees it, about the optical
+        centre of the family shown (the families' weights during a blend) at the camera's pitch."""
+        if not self.lens or self._zoom_made is None or abs(zoom - self._zoom_made) < 1e-6:
+            return np.eye(3)
+        from .render import optical_row
+
+        if self.camera is not None:
+            pitch = self.camera.pitch
+        else:
+            pitch = (float(np.nan_to_num(self.steered(self._knobs)[1], nan=0.5)) - 0.5) * 2.0
+        weights = self._family_weights() or {None: 1.0}
+        row = sum(w * optical_row(f, pitch) for f, w in weights.items()) / sum(weights.values())
+        return lens(self._zoom_made, zoom, row)
+
+    def _refocus_due(self, zoom: float) -> bool:
+        """Whether the world is to be made again at the knob's `zoom` (lens_refocus): the lens magnifies or shrinks
+        the picture by lens_refocus or more, and the world is the renderer's, with no dissolve under way."""
+        if not (self.lens and self.lens_refocus and self._zoom_made is not None and self._made_by_renderer
+                and self.memory is not None and self.memory._fade is None and self._shown is not None):
+            return False
+        return abs(math.log(lens(self._zoom_made, zoom)[0, 0])) >= math.log(self.lens_refocus)
+
+    def _refocus(self, controls: np.ndarray) -> None:
+        """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
+        opening view under them becomes the memory, its window where the camera looks now (the offsets scaled by the
+        lens), dissolving in from the picture as shown now — which also becomes the dynamics' context, so the picture
+        goes on from itself and only sharpens. The lens starts again from 1."""
+        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        scale = float(lens(self._zoom_made, zoom)[0, 0])
+        # the picture as shown: the newest latent's, through the lens the knob asks for now
+        cam = self.camera
+        view = self._lens_for(zoom)
+        if cam is not None and cam.where == "cells" and cam.gain:
+            view = view @ cam.view
+        shown = present(self.decode(self._shown), view)
+        self._zoom_made = zoom
+        ctl = self._made_at(controls)
+        ctl_t = self._control_tensor(ctl)
+        old, z = self.memory, self.encode(shown)
+        mem = self.new_memory(z, shown)
+        base, mirror, edge = self.ring_latents(self._opening_view(ctl))
+        mem.replace(base, ctl_t, self.refocus_frames, mirror=mirror, edge=edge)
+        mem.ox = int(round(old.ox * scale))
+        mem.oy = max(-mem.pad, min(mem.pad, int(round(old.oy * scale))))
+        mem.controls = ctl_t
+        self.memory = mem
+        self._add_lit(mem, ctl)
+        self._look_ref, self._look_rest, self._look_left = ctl_t, None, 0
+        self._lens = np.eye(3)
+        self._phase = (0, 0)
+        if self.camera is not None:
+            self.camera.view = np.eye(3)
+        self.cache = self.dyn.new_cache()
+        self._commit_newest(z, self.last_cond, 1.0)
+        self._shown = z
+        self._pull_boost = int(self.refocus_frames)
 
     def next_latent(self, controls) -> torch.Tensor:
         """Sample the next frame's latent and commit it to the context (the model's share of a frame)."""
         t0 = time.perf_counter()
         self._knobs = np.asarray(controls, np.float32)
         controls = self.steered(controls)
+        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        if self._refocus_due(zoom):
+            self._refocus(controls)
+        controls = self._made_at(controls)
         flow = None
         if self.camera is not None:
             flow = self.camera.flow(controls, self._family_weights())
@@ -575,6 +681,7 @@ class WorldModel:
                     with torch.no_grad(), self._dyn_autocast():
                         self.dyn.commit(self.cache, moved, self.last_cond, self.t, tau_ctx=self._last_tau)
                 flow = None
+        self._lens = self._lens_for(zoom)
         self.t += 1
         cond = self._cond(controls)
         cfg = self.dyn.cfg
@@ -614,6 +721,7 @@ class WorldModel:
                             None if self.memory is None else self.memory.target())
         t2 = time.perf_counter()
         self.last_cond = cond
+        self._shown = z
         self.timings.update(sample_ms=(t1 - t0) * 1000, commit_ms=(t2 - t1) * 1000)
         return z
 
@@ -700,7 +808,7 @@ class WorldModel:
         mem = self.memory
         if self.look is None or mem is None or mem.controls is None or self._look_ref is None:
             return
-        c = self._control_tensor(self.steered(controls))  # as next_latent will see them (self.t is still this frame)
+        c = self._control_tensor(self._made_at(self.steered(controls)))  # as next_latent will see them (self.t is still this frame)
         if not self._look_due(c, self.t + 1):
             return
         # as they will be (the making nearest these knobs): a family switch may replace them meanwhile
@@ -781,7 +889,7 @@ class WorldModel:
                 self.family = family
                 # under the knobs the new world will have once the prompt's offset (for this family) is in
                 knobs = self._knobs if self._knobs is not None else self.last_cond["control"][0].cpu().numpy()
-                ctl = steer(knobs, self._prompt_offset())
+                ctl = self._made_at(steer(knobs, self._prompt_offset()))
                 first = self._opening_view(ctl)
                 ctl_t = self._control_tensor(ctl)  # as the conditions will hold them
                 mem, old = self.memory, None
@@ -793,5 +901,6 @@ class WorldModel:
                 self.memory.replace(base, ctl_t, max(self.memory_fade_frames, self.transition_frames),
                                     old=old, mirror=mirror, edge=edge)
                 self._add_lit(self.memory, ctl)
+                self._made_by_renderer = True
         self.family = family
         self._retarget_offset()

@@ -242,6 +242,18 @@ def present(frame: np.ndarray, view: np.ndarray | None, size: tuple[int, int] | 
     return frame if (ow, oh) == (w, h) else cv2.resize(frame, (ow, oh), interpolation=cv2.INTER_LINEAR)
 
 
+def lens(zoom_made: float, zoom: float, row: float = 0.5) -> np.ndarray:
+    """How a camera at `zoom` shows a picture taken at `zoom_made`: magnified by the ratio of the two fields of
+    view's half-angle tangents (shrunk for a wider one) about the middle column and the row `row` (a share of the
+    height from the top: the optical centre, vprod.world.render.optical_row) — a pinhole camera's zoom, exactly,
+    where nothing comes into view from beyond the picture. A 3×3 map, picture → shown picture, centred REF pixels
+    (present's `view`)."""
+    from .families import fov_deg
+
+    s = math.tan(math.radians(fov_deg(zoom_made)) / 2) / math.tan(math.radians(fov_deg(zoom)) / 2)
+    return np.array([[s, 0.0, 0.0], [0.0, s, (1.0 - s) * (row - 0.5) * REF_H], [0.0, 0.0, 1.0]])
+
+
 def _base_grid(h: int, w: int, device) -> torch.Tensor:
     """(H, W, 2) cell centres in −1..1 units (x, y)."""
     ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h * 2 - 1

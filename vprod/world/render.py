@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import CONTROL_NAMES, NEUTRAL, NUM_CONTROLS
-from .families import City, Knobs, Ocean, Plasma, Starfield, Terrain, Tunnel
+from .families import City, Knobs, Ocean, Plasma, Starfield, Terrain, Tunnel, View
 
 __all__ = ["CONTROL_NAMES", "FAMILIES", "NEUTRAL", "RenderState", "Renderer", "RendererWorld", "caption"]
 
@@ -63,6 +63,14 @@ def knobs(controls) -> Knobs:
 
 
 _PRIMED = False
+
+
+def optical_row(family: str | None, pitch: float) -> float:
+    """The row a zoom magnifies the picture about in `family` with the camera at `pitch` (−1..1), as a share of the
+    picture's height from the top: the horizon row for the families seen through a level camera (View: a pitch
+    shears the picture, the horizon moves), else the middle row."""
+    base = getattr(_CLASSES.get(family or ""), "HORIZON", None)
+    return 0.5 if base is None else base + View.PITCH_SHEAR * pitch
 
 
 def _prime_allocator() -> None:
