@@ -8,14 +8,17 @@ Two parts, one JSON line per family each:
   zoomed frame against the neutral one as it is (`plain`) and seen through the lens (`lens`: vprod.world.motion.lens
   about vprod.world.render.optical_row). Zooming out (lens < 1) brings in what the neutral frame never held: the
   lens shows it mirrored, and the PSNR is taken over the middle 72 % of the picture then.
-- `model`: the shipped world model after a zoom jump. The model and the renderer open the same world at NEUTRAL,
-  the model observes 4 true frames, then both run 12 frames with the zoom knob at each of `--zooms`; PSNR of the
-  model's frames 1 / 4 / 12 against the renderer's, with the lens off (the zoom asked of the dynamics and the look
-  head, as before) and on.
+- `model`: the shipped world model after a zoom jump. The model and the renderer open the same world at NEUTRAL
+  (the model's is the renderer's opening view, as `make run` opens it), 4 frames, then 40 frames with the zoom knob
+  at each of `--zooms`; PSNR of the model's frames 1 / 4 / 12 / 40 against the renderer's, with the lens off (the
+  zoom asked of the dynamics and the look head, as before), the lens alone (`lens_refocus` None) and the lens with
+  the world made again at the knob's zoom (`refocus`, shipped); and the pictures' sharpness at frame 12 (variance
+  of the luma's Laplacian; the renderer's in `truth`).
 
     python scripts/measure-world-zoom.py [--zooms 0.15,0.85] [--seed 5] [--strip zoom.jpg]
 
---strip writes rows renderer / lens off / lens on (frame 8 after the jump) for terrain and city at each zoom.
+--strip writes rows renderer / lens off / lens alone / refocus (frame 12 after the jump) for terrain, city and
+starfield at each zoom.
 (Run against another checkout with PYTHONPATH=that/checkout to compare.)
 """
 
@@ -28,7 +31,7 @@ import json
 import numpy as np
 
 from vprod.world import CONTROL_NAMES, NEUTRAL
-from vprod.world.metrics import psnr
+from vprod.world.metrics import laplacian, psnr
 from vprod.world.motion import lens, present
 from vprod.world.render import FAMILIES, Renderer, RendererWorld, optical_row
 
@@ -60,28 +63,35 @@ def renderer_part(family: str, zooms: list[float], seed: int) -> dict:
     return out
 
 
+VARIANTS = {"off": (False, None), "lens": (True, None), "refocus": (True, 1.25)}
+
+
+def _sharpness(frame: np.ndarray) -> float:
+    return round(float(laplacian(frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).var()), 1)
+
+
 def model_part(world, family: str, zooms: list[float], seed: int, keep: dict) -> dict:
     out: dict = {"part": "model", "family": family}
     for z in zooms:
-        row = {}
-        for on in (False, True):
-            world.lens = on
+        row: dict = {}
+        for name, (on, refocus) in VARIANTS.items():
+            world.lens, world.lens_refocus = on, refocus
             truth = RendererWorld(256, 144)
-            g = truth.reset(seed, NEUTRAL, family)
+            truth.reset(seed, NEUTRAL, family)
             world.reset(seed, NEUTRAL, family)
-            world.observe(g)
             for _ in range(4):
-                g = truth.step(NEUTRAL)
+                truth.step(NEUTRAL)
                 world.step(NEUTRAL)
-                world.observe(g)
             scores = []
-            for k in range(1, 13):
+            for k in range(1, 41):
                 g, f = truth.step(_zoom(z)), world.step(_zoom(z))
-                if k in (1, 4, 12):
+                if k in (1, 4, 12, 40):
                     scores.append(round(psnr(f, g), 1))
-                if k == 8:
-                    keep[(family, z, on)] = (g, f)
-            row["on" if on else "off"] = scores
+                if k == 12:
+                    keep[(family, z, name)] = (g, f)
+                    row.setdefault("sharpness", {})[name] = _sharpness(f)
+                    row["sharpness"]["truth"] = _sharpness(g)
+            row[name] = scores
         out[f"zoom {z}"] = row
     return out
 
@@ -105,10 +115,10 @@ def main() -> None:
         import cv2
 
         rows = []
-        for fam in ("terrain", "city"):
+        for fam in ("terrain", "city", "starfield"):
             for z in zooms:
-                g, off = keep[(fam, z, False)]
-                rows.append(np.concatenate([g, off, keep[(fam, z, True)][1]], 1))
+                g = keep[(fam, z, "off")][0]
+                rows.append(np.concatenate([g] + [keep[(fam, z, name)][1] for name in VARIANTS], 1))
         cv2.imwrite(a.strip, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
 
 

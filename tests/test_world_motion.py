@@ -307,3 +307,44 @@ def test_the_world_is_made_at_its_zoom_and_shown_through_the_lens():
     wm.step(narrow)
     wm.observe(zoomed)  # a true frame: taken at the knobs' zoom
     assert wm._zoom_made == pytest.approx(0.9) and wm.view is None
+
+
+def test_a_world_the_renderer_made_is_made_again_at_the_zoom_once_the_lens_magnifies_it_far():
+    """The lens adds no detail: zoomed in far, a starfield's stars blur away. Once it magnifies by lens_refocus, a
+    world the model made from the renderer is made again at the knob's zoom, dissolving in from the picture as shown
+    (the first frame is the lens's picture; a dozen frames on, the stars are back). A world seen in true frames is
+    not the renderer's to make again: the lens alone."""
+    from vprod.world.metrics import laplacian, psnr
+    from vprod.world.model import load_tokenizer
+    from vprod.world.motion import lens, present
+
+    wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=None, camera=None)
+    near, far = NEUTRAL.copy(), NEUTRAL.copy()
+    near[ZOOM], far[ZOOM] = 0.6, 0.85
+    from vprod.world.render import RendererWorld
+
+    zoomed = RendererWorld(256, 144).reset(3, far, "starfield")  # the world's opening view, zoomed
+    frames = {}
+    for refocus in (None, 1.25):
+        wm.lens_refocus = refocus
+        wm.reset(3, NEUTRAL, "starfield")
+        wm.step(near)  # magnified 1.14×: the lens alone
+        assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None
+        before = wm.decode(wm._shown)
+        through_lens = present(before, lens(0.5, 0.85, 0.5))
+        first = wm.step(far)
+        assert (wm._zoom_made == pytest.approx(0.85)) == (refocus is not None)
+        assert (wm.view is None) == (refocus is not None)
+        assert (wm.memory._fade is not None) == (refocus is not None)  # dissolving from the picture as shown
+        # either way the first frame is the lens's picture (the last one through it, a step of the dynamics on)
+        assert psnr(first, through_lens) > max(25.0, psnr(first, before) + 5.0)
+        for _ in range(wm.refocus_frames + 4):
+            frames[refocus] = wm.step(far)
+    lum = [laplacian(f.astype(np.float64).mean(-1)).var() for f in (frames[None], frames[1.25])]
+    assert lum[1] > 1.5 * lum[0], lum  # the stars are back
+    assert psnr(frames[1.25], zoomed) > psnr(frames[None], zoomed)
+    wm.reset(3, NEUTRAL, "starfield")
+    wm.observe(RendererWorld(256, 144).reset(3, NEUTRAL, "starfield"))  # a true frame: the lens alone, however far
+    for _ in range(3):
+        wm.step(far)
+    assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None and wm.memory._fade is None

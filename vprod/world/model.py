@@ -41,6 +41,15 @@ def load_dynamics(path: str | Path = WEIGHTS_DIR / "world.safetensors") -> tuple
     return model.eval(), meta
 
 
+def ring_offset(ox: int, w: int, scale: float) -> int:
+    """The memory's window offset `ox` (cells the picture has moved right, on a ring of a `w`-cell picture and its
+    mirror image) on the same ring made `scale` times larger about the picture's middle: the window's middle as far
+    from the picture's middle, the shorter way round, times `scale`. (What a turn had brought in from beyond the
+    picture is not on a ring made at a narrower zoom at all: a dissolve covers the difference.)"""
+    d = (ox + w) % (2 * w) - w  # −w … w
+    return int(round(d * scale))
+
+
 def _same_move(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return (a is None and b is None) or (a is not None and b is not None and np.allclose(a, b))
 
@@ -624,8 +633,9 @@ class WorldModel:
         mem = self.new_memory(z, shown)
         base, mirror, edge = self.ring_latents(self._opening_view(ctl))
         mem.replace(base, ctl_t, self.refocus_frames, mirror=mirror, edge=edge)
-        mem.ox = int(round(old.ox * scale))
-        mem.oy = max(-mem.pad, min(mem.pad, int(round(old.oy * scale))))
+        # the window where the camera looks: as far round the new ring as the turn took it round the old (the view
+        # is made at the pitch the knob asks for, as at a switch: no rows to move)
+        mem.ox = ring_offset(old.ox, old.w, scale)
         mem.controls = ctl_t
         self.memory = mem
         self._add_lit(mem, ctl)
