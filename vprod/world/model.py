@@ -615,9 +615,12 @@ class WorldModel:
 
     def _refocus(self, controls: np.ndarray) -> None:
         """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
-        opening view under them becomes the memory, its window where the camera looks now (the offsets scaled by the
-        lens), dissolving in from the picture as shown now — which also becomes the dynamics' context, so the picture
-        goes on from itself and only sharpens. The lens starts again from 1."""
+        opening view under the knobs its memory was made under (a world made at night and in daylight is made so
+        again — the second when the knobs come nearer to it), the look for the knobs now on it, its window where the
+        camera looks now (the turn scaled by the lens), dissolving in from the picture as shown now — which also
+        becomes the dynamics' context, so the picture goes on from itself and only sharpens. The lens starts again
+        from 1. (Made under the knobs of the moment instead, a world refocused in fog kept the fog: no look clears
+        it again.)"""
         zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
         scale = float(lens(self._zoom_made, zoom)[0, 0])
         # the picture as shown: the newest latent's, through the lens the knob asks for now
@@ -627,19 +630,29 @@ class WorldModel:
             view = view @ cam.view
         shown = present(self.decode(self._shown), view)
         self._zoom_made = zoom
-        ctl = self._made_at(controls)
-        ctl_t = self._control_tensor(ctl)
         old, z = self.memory, self.encode(shown)
+        c = self._control_tensor(self._made_at(controls))
+
+        def at_zoom(knobs: torch.Tensor | None) -> torch.Tensor:
+            k = (c if knobs is None else knobs)[0].cpu().numpy().copy()
+            k[ZOOM] = zoom
+            return self._control_tensor(k)
+
+        made = at_zoom(old.controls)
         mem = self.new_memory(z, shown)
-        base, mirror, edge = self.ring_latents(self._opening_view(ctl))
-        mem.replace(base, ctl_t, self.refocus_frames, mirror=mirror, edge=edge)
+        base, mirror, edge = self.ring_latents(self._opening_view(made[0].cpu().numpy()))
+        mem.replace(base, made, self.refocus_frames, mirror=mirror, edge=edge)
         # the window where the camera looks: as far round the new ring as the turn took it round the old (the view
         # is made at the pitch the knob asks for, as at a switch: no rows to move)
         mem.ox = ring_offset(old.ox, old.w, scale)
-        mem.controls = ctl_t
+        if self.look is not None and not torch.equal(made, c):
+            change, edge_change = self._canvas_look(mem.base, made, c, mem.edge_made)
+            mem.relook(change, 0, edge_change)
+        other = old._other[3] if old._other is not None else old.to_make[0] if old.to_make is not None else None
+        if other is not None:  # the world's other making, made again once the knobs come nearer to it
+            mem.to_make = (at_zoom(other), self.seed, self.family)
         self.memory = mem
-        self._add_lit(mem, ctl)
-        self._look_ref, self._look_rest, self._look_left = ctl_t, None, 0
+        self._look_ref, self._look_rest, self._look_left = c, None, 0
         self._lens = np.eye(3)
         self._phase = (0, 0)
         if self.camera is not None:
