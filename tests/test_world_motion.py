@@ -271,8 +271,8 @@ def test_the_lens_is_the_renderers_zoom_about_the_optical_centre(family):
 def test_the_world_is_made_at_its_zoom_and_shown_through_the_lens():
     """The zoom knob moves no knob of the world itself (the dynamics', the look head's, the camera head's): the
     picture is the world's shown through the lens, at once, and nearer the renderer's zoomed frame than the look
-    head's answer to the zoom (a haze). A world the model opens is made at the knob's zoom or NEUTRAL's, whichever
-    is wider; one observed in true frames, at theirs."""
+    head's answer to the zoom (a haze). A world is made at the zoom it opens at; one observed in true frames, at
+    theirs."""
     from vprod.world.look import load_look
     from vprod.world.metrics import psnr
     from vprod.world.model import LOOK_WEIGHTS, load_tokenizer
@@ -282,6 +282,7 @@ def test_the_world_is_made_at_its_zoom_and_shown_through_the_lens():
     plain, zoomed, pitch = _zoomed("city", 0.8)
     wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=load_look(LOOK_WEIGHTS), camera=None)
     wm.memory_pull, wm.look_glide, wm.look_every = 0.2, 1, 1
+    wm.lens_refocus = None  # the lens alone (the next test: the world made again)
     c = NEUTRAL.copy()
     c[ZOOM] = 0.8
     shown = {}
@@ -299,12 +300,12 @@ def test_the_world_is_made_at_its_zoom_and_shown_through_the_lens():
     assert wm.view is None
     wide, narrow = NEUTRAL.copy(), NEUTRAL.copy()
     wide[ZOOM], narrow[ZOOM] = 0.2, 0.9
-    first = wm.reset(3, narrow, "city")  # opened zoomed in: made at NEUTRAL's, the first picture through the lens
-    assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None
-    assert psnr(first, wm._opening_view(wm._made_at(narrow))) < 20.0
-    wm.reset(3, wide, "city")  # opened wide: made so
-    assert wm._zoom_made == pytest.approx(0.2) and wm.view is None
+    for knobs in (narrow, wide):
+        first = wm.reset(3, knobs, "city")  # made as it opens, shown as made
+        assert wm._zoom_made == pytest.approx(knobs[ZOOM]) and wm.view is None
+        assert np.array_equal(first, wm._opening_view(knobs))
     wm.step(narrow)
+    assert wm._zoom_made == pytest.approx(0.2) and wm.view is not None
     wm.observe(zoomed)  # a true frame: taken at the knobs' zoom
     assert wm._zoom_made == pytest.approx(0.9) and wm.view is None
 
@@ -348,3 +349,27 @@ def test_a_world_the_renderer_made_is_made_again_at_the_zoom_once_the_lens_magni
     for _ in range(3):
         wm.step(far)
     assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None and wm.memory._fade is None
+
+
+def test_a_refocus_makes_the_world_again_under_the_knobs_it_was_made_under():
+    """Made again under the knobs of the moment, a world refocused in fog kept the fog (no look clears it again).
+    A refocus makes the memory again under the knobs it was made under, at the new zoom, with the look for the knobs
+    now on it; the world's daylight making (of a world opened at night) is still to be made, at the new zoom too."""
+    from vprod.world.look import load_look
+    from vprod.world.model import LOOK_WEIGHTS, load_tokenizer
+
+    wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=load_look(LOOK_WEIGHTS), camera=None)
+    day, fog = CONTROL_NAMES.index("daylight"), CONTROL_NAMES.index("fog")
+    night = NEUTRAL.copy()
+    night[day] = 0.1
+    wm.reset(3, night, "city")
+    assert wm.memory.to_make is not None  # the daylight making, once the knobs come nearer to it
+    later = night.copy()
+    later[fog], later[ZOOM] = 0.7, 0.85
+    wm.step(later)  # the lens magnifies 1.67×: made again
+    made = wm.memory.controls[0].numpy()
+    assert made[ZOOM] == pytest.approx(0.85) and made[day] == pytest.approx(0.1)
+    assert made[fog] == pytest.approx(NEUTRAL[fog])  # not the fog of the moment: the look makes that
+    assert wm._look_ref[0, fog].item() == pytest.approx(0.7)
+    lit = wm.memory.to_make[0][0].numpy()
+    assert lit[ZOOM] == pytest.approx(0.85) and lit[day] == pytest.approx(NEUTRAL[day])

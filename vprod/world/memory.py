@@ -19,7 +19,9 @@ The memory keeps what the world looks like where the camera is:
   for a few frames after each change (WorldModel.look_pull).
 
 A reset starts a new canvas from its opening frame; a new family one from the renderer's opening view of that
-family, dissolved in over WorldModel.memory_fade_frames (90) so the picture turns rather than cuts.
+family, dissolved in over WorldModel.memory_fade_frames (90) so the picture turns rather than cuts; a zoom the lens
+has magnified far, one from the same view at that zoom, dissolved in from the picture as shown
+(WorldModel.lens_refocus).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ LOOK_WEIGHTS = WEIGHTS_DIR / "look.safetensors"
 CAMERA_WEIGHTS = WEIGHTS_DIR / "motion.json"
 PROMPT_WEIGHTS = WEIGHTS_DIR / "prompt.safetensors"
 ZOOM = CONTROL_NAMES.index("zoom")
+PITCH = CONTROL_NAMES.index("pitch")
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -250,9 +251,9 @@ class WorldModel:
         # camera heads' knobs) stays at the zoom it was made at, and the picture is shown magnified about the
         # camera's optical centre by what the knob asks for (present's view) — a pinhole camera's zoom, which the
         # renderer's is (a zoom from 0.5 to 0.8 magnified so: 26–37 dB against the renderer's own, 12–21 unmagnified;
-        # docs/world-model, "The zoom knob as a lens"). Asked of the look head, a zoom drew a haze. A world the model
-        # makes itself is made at the knob's zoom or NEUTRAL's, whichever is wider (zooming out shows the world's
-        # mirror image at the sides, as its ring holds it); one made from true frames, at theirs.
+        # docs/world-model, "The zoom knob as a lens"). Asked of the look head, a zoom drew a haze. A world is made at
+        # the zoom it opens at (or is seen at, in true frames); zooming out shows the world's mirror image at the
+        # sides, as its ring holds it, until the world is made again at the new zoom (lens_refocus).
         self.lens = True
         self._zoom_made: float | None = None  # the zoom the world is made at (None: the knob's, no lens)
         self._lens = np.eye(3)  # the newest latent's lens (picture → shown picture)
@@ -358,7 +359,7 @@ class WorldModel:
         self.seed = int(seed)
         rendered = first_frame is None
         zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
-        self._zoom_made = min(zoom, float(NEUTRAL[ZOOM])) if rendered else zoom
+        self._zoom_made = zoom
         controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
@@ -616,7 +617,8 @@ class WorldModel:
     def _refocus(self, controls: np.ndarray) -> None:
         """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
         opening view under the knobs its memory was made under (a world made at night and in daylight is made so
-        again — the second when the knobs come nearer to it), the look for the knobs now on it, its window where the
+        again — the second when the knobs come nearer to it) but the camera's pitch and zoom now, the look for the
+        knobs now on it, its window where the
         camera looks now (the turn scaled by the lens), dissolving in from the picture as shown now — which also
         becomes the dynamics' context, so the picture goes on from itself and only sharpens. The lens starts again
         from 1. (Made under the knobs of the moment instead, a world refocused in fog kept the fog: no look clears
@@ -634,8 +636,9 @@ class WorldModel:
         c = self._control_tensor(self._made_at(controls))
 
         def at_zoom(knobs: torch.Tensor | None) -> torch.Tensor:
+            """A making's knobs with the camera's now: the zoom, and the pitch the view is made at."""
             k = (c if knobs is None else knobs)[0].cpu().numpy().copy()
-            k[ZOOM] = zoom
+            k[ZOOM], k[PITCH] = zoom, c[0, PITCH].item()
             return self._control_tensor(k)
 
         made = at_zoom(old.controls)
