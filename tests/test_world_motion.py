@@ -368,3 +368,36 @@ def test_a_refocus_makes_the_world_again_under_the_knobs_it_was_made_under():
     assert wm._look_ref[0, fog].item() == pytest.approx(0.7)
     lit = wm.memory.to_make[0][0].numpy()
     assert lit[ZOOM] == pytest.approx(0.85) and lit[day] == pytest.approx(NEUTRAL[day])
+
+
+def test_a_refocus_takes_its_new_view_made_ahead_on_the_decoders_thread():
+    """The new view (a render and its ring's encoding) is most of a refocus's cost: prepare() posts it for the
+    decoder's thread when the next frame's knobs will call for a refocus, and the refocus takes it — for a zoom up
+    to refocus_slack off, the lens showing the rest; further off, it is made anew."""
+    import threading
+
+    from vprod.world.model import load_tokenizer
+    from vprod.world.motion import lens
+
+    wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=None, camera=None)
+    made_on: list[str] = []
+    view = wm._refocus_view
+    wm._refocus_view = lambda made: made_on.append(threading.current_thread().name) or view(made)
+    for asked, taken in ((0.85, True), (0.88, True), (0.95, False)):
+        made_on.clear()
+        wm.reset(3, NEUTRAL, "city")
+        z = wm.next_latent(NEUTRAL)
+        ahead = NEUTRAL.copy()
+        ahead[ZOOM] = 0.85
+        wm.prepare(ahead)  # the knobs guessed for the next frame
+        decoder = threading.Thread(target=wm.decode_timed, args=(z,), name="decoder")
+        decoder.start()
+        decoder.join()
+        assert made_on == ["decoder"]
+        knobs = NEUTRAL.copy()
+        knobs[ZOOM] = asked
+        wm.next_latent(knobs)
+        assert made_on == (["decoder"] if taken else ["decoder", threading.current_thread().name])
+        assert wm._zoom_made == pytest.approx(0.85 if taken else asked)
+        rest = None if wm._zoom_made == pytest.approx(asked) else lens(0.85, asked, 0.42)
+        assert (wm.view is None) if rest is None else np.allclose(wm.view, rest)

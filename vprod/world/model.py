@@ -263,6 +263,8 @@ class WorldModel:
         # sharpens, as a camera's focus pulls in) — and the lens starts again from 1 (None: never)
         self.lens_refocus: float | None = 1.25
         self.refocus_frames = 12
+        # a new view made ahead (prepare) serves a refocus to a zoom this much off: the lens shows the rest
+        self.refocus_slack = 0.05
         self._made_by_renderer = False  # the world's memory is the renderer's opening view (reset, family switch)
         self._shown: torch.Tensor | None = None  # the newest latent next_latent handed on (its picture: `view`)
 
@@ -614,36 +616,64 @@ class WorldModel:
             return False
         return abs(math.log(lens(self._zoom_made, zoom)[0, 0])) >= math.log(self.lens_refocus)
 
+    def _refocus_knobs(self, controls: np.ndarray) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """For a refocus to the zoom of `controls` (steered): that zoom, the knobs as the world will be made under
+        them then, and the knobs its new view is made under — the memory's making's, at the camera's pitch and zoom
+        now."""
+        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        c = np.array(controls, np.float32)
+        c[ZOOM] = zoom
+        c_t = self._control_tensor(c)
+        return zoom, c_t, self._at_camera(self.memory.controls, c_t)
+
+    def _at_camera(self, knobs: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
+        """A making's `knobs` (None: `c`'s) with the zoom and the pitch of `c`: the camera's now."""
+        k = (c if knobs is None else knobs)[0].cpu().numpy().copy()
+        k[ZOOM], k[PITCH] = c[0, ZOOM].item(), c[0, PITCH].item()
+        return self._control_tensor(k)
+
+    def _refocus_view(self, made: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The new view of a refocus: the renderer's opening view under `made`, as the memory's ring."""
+        return self.ring_latents(self._opening_view(made[0].cpu().numpy()))
+
     def _refocus(self, controls: np.ndarray) -> None:
         """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
         opening view under the knobs its memory was made under (a world made at night and in daylight is made so
         again — the second when the knobs come nearer to it) but the camera's pitch and zoom now, the look for the
-        knobs now on it, its window where the
-        camera looks now (the turn scaled by the lens), dissolving in from the picture as shown now — which also
-        becomes the dynamics' context, so the picture goes on from itself and only sharpens. The lens starts again
-        from 1. (Made under the knobs of the moment instead, a world refocused in fog kept the fog: no look clears
-        it again.)"""
-        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        knobs now on it, its window where the camera looks now (the turn scaled by the lens), dissolving in from the
+        picture as shown now — which also becomes the dynamics' context, so the picture goes on from itself and only
+        sharpens. The lens starts again from 1 (or from where the knob has gone since the new view was made ahead on
+        the decoder's thread: `prepare`). (Made under the knobs of the moment instead, a world refocused in fog kept
+        the fog: no look clears it again.)"""
+        zoom, c, made = self._refocus_knobs(controls)
+        seed, family = self.seed, self.family
+
+        def fits(key) -> bool:  # made ahead for this world, under these knobs but for a zoom a little off
+            if key[0] != "refocus" or key[2:] != (seed, family):
+                return False
+            d = (key[1] - made).abs()
+            return float(d[0, ZOOM]) < self.refocus_slack and float(d[0, [i for i in range(NUM_CONTROLS)
+                                                                          if i != ZOOM]].max()) == 0.0
+
+        ahead = self._side.take(fits)
+        if ahead is not None:
+            made, (base, mirror, edge) = ahead
+            zoom = float(made[0, ZOOM])
+            c = self._at_camera(c, made)
+        else:
+            base, mirror, edge = self._refocus_view(made)
         scale = float(lens(self._zoom_made, zoom)[0, 0])
-        # the picture as shown: the newest latent's, through the lens the knob asks for now
+        # the picture as shown, at the zoom the world is made at now: the newest latent's through that lens (the
+        # lens from there to the knob's zoom, if another, is shown on it)
         cam = self.camera
         view = self._lens_for(zoom)
         if cam is not None and cam.where == "cells" and cam.gain:
             view = view @ cam.view
-        shown = present(self.decode(self._shown), view)
+        z = self.encode(present(self.decode(self._shown), view))
+        old = self.memory
         self._zoom_made = zoom
-        old, z = self.memory, self.encode(shown)
-        c = self._control_tensor(self._made_at(controls))
-
-        def at_zoom(knobs: torch.Tensor | None) -> torch.Tensor:
-            """A making's knobs with the camera's now: the zoom, and the pitch the view is made at."""
-            k = (c if knobs is None else knobs)[0].cpu().numpy().copy()
-            k[ZOOM], k[PITCH] = zoom, c[0, PITCH].item()
-            return self._control_tensor(k)
-
-        made = at_zoom(old.controls)
-        mem = self.new_memory(z, shown)
-        base, mirror, edge = self.ring_latents(self._opening_view(made[0].cpu().numpy()))
+        # the picture as shown dissolves into the new view (a canvas of its own cells: it fades out in 12 frames)
+        mem = WorldMemory(z, c, pad=self.memory_pad)
         mem.replace(base, made, self.refocus_frames, mirror=mirror, edge=edge)
         # the window where the camera looks: as far round the new ring as the turn took it round the old (the view
         # is made at the pitch the knob asks for, as at a switch: no rows to move)
@@ -653,10 +683,10 @@ class WorldModel:
             mem.relook(change, 0, edge_change)
         other = old._other[3] if old._other is not None else old.to_make[0] if old.to_make is not None else None
         if other is not None:  # the world's other making, made again once the knobs come nearer to it
-            mem.to_make = (at_zoom(other), self.seed, self.family)
+            mem.to_make = (self._at_camera(other, c), seed, family)
         self.memory = mem
         self._look_ref, self._look_rest, self._look_left = c, None, 0
-        self._lens = np.eye(3)
+        self._lens = self._lens_for(float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM])))
         self._phase = (0, 0)
         if self.camera is not None:
             self.camera.view = np.eye(3)
@@ -832,9 +862,17 @@ class WorldModel:
         look_step of these (then the look is made under these knobs, as if they had been read a frame earlier), else
         makes it itself."""
         mem = self.memory
-        if self.look is None or mem is None or mem.controls is None or self._look_ref is None:
+        if mem is None or mem.controls is None:
             return
-        c = self._control_tensor(self._made_at(self.steered(controls)))  # as next_latent will see them (self.t is still this frame)
+        steered = self.steered(controls)  # as next_latent will see them (self.t is still this frame)
+        if self._refocus_due(float(np.nan_to_num(steered[ZOOM], nan=NEUTRAL[ZOOM]))):
+            # the world will be made again: its new view now (the look pass comes with it)
+            made = self._refocus_knobs(steered)[2]
+            self._side.post(("refocus", made, self.seed, self.family), lambda: (made, self._refocus_view(made)))
+            return
+        if self.look is None or self._look_ref is None:
+            return
+        c = self._control_tensor(self._made_at(steered))
         if not self._look_due(c, self.t + 1):
             return
         # as they will be (the making nearest these knobs): a family switch may replace them meanwhile
