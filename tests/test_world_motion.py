@@ -331,7 +331,7 @@ def test_a_world_the_renderer_made_is_made_again_at_the_zoom_once_the_lens_magni
         first = wm.step(far)
         assert (wm._zoom_made == pytest.approx(0.85)) == (refocus is not None)
         assert (wm.view is None) == (refocus is not None)
-        assert (wm.memory._fade is not None) == (refocus is not None)  # dissolving from the picture as shown
+        assert wm.memory.fading == (refocus is not None)  # dissolving from the picture as shown
         # either way the first frame is the lens's picture (the last one through it, a step of the dynamics on)
         assert psnr(first, through_lens) > max(25.0, psnr(first, before) + 5.0)
         for _ in range(wm.refocus_frames + 4):
@@ -343,7 +343,7 @@ def test_a_world_the_renderer_made_is_made_again_at_the_zoom_once_the_lens_magni
     wm.observe(RendererWorld(256, 144).reset(3, NEUTRAL, "starfield"))  # a true frame: the lens alone, however far
     for _ in range(3):
         wm.step(far)
-    assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None and wm.memory._fade is None
+    assert wm._zoom_made == pytest.approx(0.5) and wm.view is not None and not wm.memory.fading
 
 
 def test_a_refocus_makes_the_world_again_under_the_knobs_it_was_made_under():

@@ -114,6 +114,11 @@ class WorldMemory:
             f.ox += int(kx)
             f.oy = max(-self.pad, min(self.pad, f.oy - int(ky)))
 
+    @property
+    def fading(self) -> bool:
+        """Whether a new canvas is fading in (replace) now."""
+        return self._fade is not None
+
     def _faded(self) -> float:
         """How far the fade has come (0 … 1, smooth at both ends); 1 when none is under way."""
         if self._fade is None:
@@ -178,6 +183,12 @@ class WorldMemory:
         """The same world made under other knobs too (`z`, `mirror`, `edge` as at __init__): the look head starts
         from whichever of the two was made under knobs nearer the knobs asked for (prefer)."""
         self._other = (*self._halves(z, mirror), edge, controls)
+
+    def other_knobs(self) -> torch.Tensor | None:
+        """The knobs of the world's other making — made (add_made) or still to make (to_make) —, or None."""
+        if self._other is not None:
+            return self._other[3]
+        return None if self.to_make is None else self.to_make[0]
 
     def nearest(self, c: torch.Tensor, distance) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(base, knobs made under, edge part as made) of the making nearest `c` by `distance(knobs, c)`."""

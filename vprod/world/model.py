@@ -603,7 +603,7 @@ class WorldModel:
         if self.camera is not None:
             pitch = self.camera.pitch
         else:
-            pitch = (float(np.nan_to_num(self.steered(self._knobs)[1], nan=0.5)) - 0.5) * 2.0
+            pitch = (float(np.nan_to_num(self.steered(self._knobs)[PITCH], nan=0.5)) - 0.5) * 2.0
         weights = self._family_weights() or {None: 1.0}
         row = sum(w * optical_row(f, pitch) for f, w in weights.items()) / sum(weights.values())
         return lens(self._zoom_made, zoom, row)
@@ -612,7 +612,7 @@ class WorldModel:
         """Whether the world is to be made again at the knob's `zoom` (lens_refocus): the lens magnifies or shrinks
         the picture by lens_refocus or more, and the world is the renderer's, with no dissolve under way."""
         if not (self.lens and self.lens_refocus and self._zoom_made is not None and self._made_by_renderer
-                and self.memory is not None and self.memory._fade is None and self._shown is not None):
+                and self.memory is not None and not self.memory.fading and self._shown is not None):
             return False
         return abs(math.log(lens(self._zoom_made, zoom)[0, 0])) >= math.log(self.lens_refocus)
 
@@ -651,9 +651,8 @@ class WorldModel:
         def fits(key) -> bool:  # made ahead for this world, under these knobs but for a zoom a little off
             if key[0] != "refocus" or key[2:] != (seed, family):
                 return False
-            d = (key[1] - made).abs()
-            return float(d[0, ZOOM]) < self.refocus_slack and float(d[0, [i for i in range(NUM_CONTROLS)
-                                                                          if i != ZOOM]].max()) == 0.0
+            d = (key[1] - made).abs()[0]
+            return float(d[ZOOM]) < self.refocus_slack and float(d[torch.arange(NUM_CONTROLS) != ZOOM].max()) == 0
 
         ahead = self._side.take(fits)
         if ahead is not None:
@@ -681,7 +680,7 @@ class WorldModel:
         if self.look is not None and not torch.equal(made, c):
             change, edge_change = self._canvas_look(mem.base, made, c, mem.edge_made)
             mem.relook(change, 0, edge_change)
-        other = old._other[3] if old._other is not None else old.to_make[0] if old.to_make is not None else None
+        other = old.other_knobs()
         if other is not None:  # the world's other making, made again once the knobs come nearer to it
             mem.to_make = (self._at_camera(other, c), seed, family)
         self.memory = mem
