@@ -42,6 +42,11 @@ def load_dynamics(path: str | Path = WEIGHTS_DIR / "world.safetensors") -> tuple
     return model.eval(), meta
 
 
+def _zoom_of(controls) -> float:
+    """The zoom knob of a control vector (a NaN: NEUTRAL's)."""
+    return float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+
+
 def ring_offset(ox: int, w: int, scale: float) -> int:
     """The memory's window offset `ox` (cells the picture has moved right, on a ring of a `w`-cell picture and its
     mirror image) on the same ring made `scale` times larger about the picture's middle: the window's middle as far
@@ -360,7 +365,7 @@ class WorldModel:
         controls = steer(controls, target)
         self.seed = int(seed)
         rendered = first_frame is None
-        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        zoom = _zoom_of(controls)
         self._zoom_made = zoom
         controls = self._made_at(controls)
         if rendered:
@@ -437,7 +442,7 @@ class WorldModel:
         if self.camera is not None:
             self.camera.view = np.eye(3)  # the true frame is the shown picture: no rest of a move left
         if self._knobs is not None:  # … taken at the knobs' zoom: the world is made at it from now on
-            self._zoom_made = float(np.nan_to_num(self.steered(self._knobs)[ZOOM], nan=NEUTRAL[ZOOM]))
+            self._zoom_made = _zoom_of(self.steered(self._knobs))
         self._lens = np.eye(3)
         self._made_by_renderer = False
         z = self.encode(frame)
@@ -620,7 +625,7 @@ class WorldModel:
         """For a refocus to the zoom of `controls` (steered): that zoom, the knobs as the world will be made under
         them then, and the knobs its new view is made under — the memory's making's, at the camera's pitch and zoom
         now."""
-        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        zoom = _zoom_of(controls)
         c = np.array(controls, np.float32)
         c[ZOOM] = zoom
         c_t = self._control_tensor(c)
@@ -685,7 +690,7 @@ class WorldModel:
             mem.to_make = (self._at_camera(other, c), seed, family)
         self.memory = mem
         self._look_ref, self._look_rest, self._look_left = c, None, 0
-        self._lens = self._lens_for(float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM])))
+        self._lens = self._lens_for(_zoom_of(controls))
         self._phase = (0, 0)
         if self.camera is not None:
             self.camera.view = np.eye(3)
@@ -699,7 +704,7 @@ class WorldModel:
         t0 = time.perf_counter()
         self._knobs = np.asarray(controls, np.float32)
         controls = self.steered(controls)
-        zoom = float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
+        zoom = _zoom_of(controls)
         if self._refocus_due(zoom):
             self._refocus(controls)
         controls = self._made_at(controls)
@@ -864,7 +869,7 @@ class WorldModel:
         if mem is None or mem.controls is None:
             return
         steered = self.steered(controls)  # as next_latent will see them (self.t is still this frame)
-        if self._refocus_due(float(np.nan_to_num(steered[ZOOM], nan=NEUTRAL[ZOOM]))):
+        if self._refocus_due(_zoom_of(steered)):
             # the world will be made again: its new view now (the look pass comes with it)
             made = self._refocus_knobs(steered)[2]
             self._side.post(("refocus", made, self.seed, self.family), lambda: (made, self._refocus_view(made)))
