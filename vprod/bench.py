@@ -303,15 +303,17 @@ def _pipeline(wm, frames: int, out_size, rng, pipelined: bool) -> list[float]:
     return done
 
 
-# (steps, output fps, knobs moving): `make run` as shipped, and the 1-step goal's rate
-ENGINE_CASES = ((2, 30, False), (2, 30, True), (1, 60, False), (1, 60, True))
+# (steps, output fps, knobs): `make run` as shipped, and the 1-step goal's rate
+ENGINE_CASES = tuple((steps, fps, knobs) for steps, fps in ((2, 30), (1, 60))
+                     for knobs in ("held", "moving", "zooming"))
 
 
 def run_world_engine(seconds: float, size: tuple[int, int] = (1280, 720), quiet: bool = False) -> list[dict]:
     """The world model where it streams: presets/default.toml's worldmodel source in the daemon's frame loop (the
     engine's thread upscales each output frame to `size` and hands it to a null output), `seconds` a case. Knobs
-    held (the preset's, the camera moving), or moving: daylight and hue swung at 0.5 and 0.2 Hz each frame, as a
-    VJ's LFOs or hands would. The source makes at most one picture per output frame: it keeps up when its new
+    held (the preset's, the camera moving), moving: daylight and hue swung at 0.5 and 0.2 Hz each frame, as a
+    VJ's LFOs or hands would, or zooming: the zoom knob stepped between 0.5 and 0.85 every second (the world is made
+    again at each: WorldModel.lens_refocus). The source makes at most one picture per output frame: it keeps up when its new
     pictures a second reach the output's frame rate (`new_picture_share` 1; below, output frames repeat one)."""
     import math
 
@@ -331,15 +333,20 @@ def run_world_engine(seconds: float, size: tuple[int, int] = (1280, 720), quiet:
         states["daylight"].set(0.75 + 0.2 * math.sin(2 * math.pi * 0.5 * ctx.pts))
         states["hue"].set(0.5 + 0.25 * math.sin(2 * math.pi * 0.2 * ctx.pts))
 
+    def zooming(p, ctx):
+        source(p).p.states["zoom"].set(0.85 if int(ctx.pts) % 2 else 0.5)
+
+    modulate = {"held": None, "moving": moving, "zooming": zooming}
+
     out = []
-    for steps, fps, move in tqdm(ENGINE_CASES, desc="world in the engine", disable=quiet, file=sys.stderr):
+    for steps, fps, knobs in tqdm(ENGINE_CASES, desc="world in the engine", disable=quiet, file=sys.stderr):
         r = engine_run(REPO / "presets" / "default.toml", registry, seconds, size,
                        lambda p: getattr(source(p), "_frames", 0),
                        lambda p, steps=steps: source(p).p.states["steps"].set(str(steps)),
-                       fps=fps, modulate=moving if move else None)
+                       fps=fps, modulate=modulate[knobs])
         stats = source(r.pop("pipeline")).stats() or {}
         pictures = r.pop("produced_per_s")
-        out.append({"steps": steps, "fps": fps, "knobs": "moving" if move else "held",
+        out.append({"steps": steps, "fps": fps, "knobs": knobs,
                     "new_pictures_per_s": pictures, "new_picture_share": round(pictures / fps, 3), **r,
                     **{k: v for k, v in stats.items() if k.endswith("_ms")}})
     return out
