@@ -313,8 +313,9 @@ def run_world_engine(seconds: float, size: tuple[int, int] = (1280, 720), quiet:
     engine's thread upscales each output frame to `size` and hands it to a null output), `seconds` a case. Knobs
     held (the preset's, the camera moving), moving: daylight and hue swung at 0.5 and 0.2 Hz each frame, as a
     VJ's LFOs or hands would, or zooming: the zoom knob stepped between 0.5 and 0.85 every second (the world is made
-    again at each: WorldModel.lens_refocus). The source makes at most one picture per output frame: it keeps up when its new
-    pictures a second reach the output's frame rate (`new_picture_share` 1; below, output frames repeat one)."""
+    again at each: WorldModel.lens_refocus). The source makes at most one picture per output frame: it keeps up
+    when its new pictures a second reach the output's frame rate (`new_picture_share` 1; below, output frames
+    repeat one)."""
     import math
 
     from .bench_effects import REPO, engine_run

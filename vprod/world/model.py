@@ -365,8 +365,7 @@ class WorldModel:
         controls = steer(controls, target)
         self.seed = int(seed)
         rendered = first_frame is None
-        zoom = _zoom_of(controls)
-        self._zoom_made = zoom
+        self._zoom_made = _zoom_of(controls)  # made at the knob's zoom: shown as made, no lens
         controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
@@ -381,7 +380,7 @@ class WorldModel:
         if self.camera is not None:
             self.camera.reset(controls)
         self._phase = (0, 0)
-        self._lens = self._lens_for(zoom)
+        self._lens = np.eye(3)
         self._made_by_renderer = rendered
         z = self.encode(first_frame)
         self.memory = self.new_memory(z, first_frame)  # (before the commit: what enters a turn is the memory's)
@@ -389,8 +388,7 @@ class WorldModel:
             self._add_lit(self.memory, controls)
         self._commit_newest(z, self.last_cond, 1.0)
         self._shown = z
-        view = self.view
-        return first_frame if view is None else present(first_frame, view)
+        return first_frame
 
     def _add_lit(self, mem: WorldMemory | None, controls) -> None:
         """When `controls` are night or fog (canvas_lit): the memory's world is to be made in daylight and clear air
@@ -668,7 +666,7 @@ class WorldModel:
             base, mirror, edge = self._refocus_view(made)
         scale = float(lens(self._zoom_made, zoom)[0, 0])
         # the picture as shown, at the zoom the world is made at now: the newest latent's through that lens (the
-        # lens from there to the knob's zoom, if another, is shown on it)
+        # lens from there to the knob's zoom, if another, is shown on it: next_latent sets it after the refocus)
         cam = self.camera
         view = self._lens_for(zoom)
         if cam is not None and cam.where == "cells" and cam.gain:
@@ -690,7 +688,6 @@ class WorldModel:
             mem.to_make = (self._at_camera(other, c), seed, family)
         self.memory = mem
         self._look_ref, self._look_rest, self._look_left = c, None, 0
-        self._lens = self._lens_for(_zoom_of(controls))
         self._phase = (0, 0)
         if self.camera is not None:
             self.camera.view = np.eye(3)
