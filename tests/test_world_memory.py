@@ -264,6 +264,23 @@ def test_a_family_switch_fades_the_memory_to_the_new_worlds_opening_view():
     assert torch.allclose(z, new, atol=1e-5)
 
 
+def test_the_worlds_views_come_from_one_kept_renderer_as_a_fresh_one_draws_them():
+    """A refocus, a family switch and a world's daylight making each draw a renderer's opening view; one renderer is
+    kept for them (with the worlds it built: a terrain's build was most of a refocus's cost), and what it draws is
+    what a fresh renderer draws, whatever it drew before."""
+    from vprod.world.render import FAMILIES, RendererWorld
+
+    wm = _still_world()
+    rng = np.random.default_rng(1)
+    for _ in range(12):
+        family, seed = FAMILIES[int(rng.integers(len(FAMILIES)))], int(rng.integers(3))
+        knobs = rng.uniform(0.0, 1.0, len(NEUTRAL)).astype(np.float32)
+        assert np.array_equal(wm._opening_view(knobs, seed, family), RendererWorld(256, 144).reset(seed, knobs, family))
+    kept = wm._renderer
+    wm.reset(2, NEUTRAL, "city")
+    assert wm._renderer is kept
+
+
 def _turning_right(wm):
     """The latents `wm` commits to its context (recorded from now on) and the knobs that turn it right at 8 px a
     frame (one cell every frame); `wm` is reset (plasma) under them."""

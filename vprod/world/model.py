@@ -164,6 +164,8 @@ class WorldModel:
         self._look_t = -1  # the frame the look head last acted at
         # the next frame's look pass, posted by prepare() for the decoder's thread (see prepare)
         self._side = SideWork()
+        self._renderer = None  # the renderer that makes the world's views (_opening_view), with the worlds it built
+        self._render_lock = threading.Lock()
         # the camera head (vprod.world.motion): the global motion the motion knobs ask for, moving the picture by
         # whole latent cells (dynamics trained on camera-moved context, cfg.camera_context, need it and use it on
         # their context): True = the shipped one where present (a file name: that one)
@@ -427,12 +429,19 @@ class WorldModel:
 
     def _opening_view(self, controls, seed: int | None = None, family: str | None = None) -> np.ndarray:
         """The renderer's opening view of this world (or of `seed`, `family`) under `controls`."""
-        from .render import RendererWorld
+        from .render import Renderer
 
         h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
         w = self.dyn.cfg.latent_w * self.tok.cfg.downsample
-        return RendererWorld(w, h).reset(self.seed if seed is None else seed, controls,
-                                         self.family if family is None else family)
+        # one renderer, kept: it keeps the seed's worlds it built (built anew, a terrain took 60 ms of a refocus's
+        # view's ~90 on one thread). Locked: the decoder's thread makes a refocus's view (prepare) while the model
+        # thread may make another.
+        with self._render_lock:
+            r = self._renderer
+            if r is None or (r.width, r.height) != (w, h):
+                r = self._renderer = Renderer(w, h)
+            r.reset(self.seed if seed is None else seed, self.family if family is None else family, controls)
+            return r.render(controls)
 
     def observe(self, frame: np.ndarray) -> None:
         """The frame just produced truly was `frame`: it replaces our own in the context."""
