@@ -382,7 +382,7 @@ def test_a_refocus_takes_its_new_view_made_ahead_on_the_decoders_thread():
     wm = WorldModel(load_tokenizer(), still_dynamics(), steps=1, look=None, camera=None)
     made_on: list[str] = []
     view = wm._refocus_view
-    wm._refocus_view = lambda made: made_on.append(threading.current_thread().name) or view(made)
+    wm._refocus_view = lambda made, at: made_on.append(threading.current_thread().name) or view(made, at)
     for asked, taken in ((0.85, True), (0.88, True), (0.95, False)):
         made_on.clear()
         wm.reset(3, NEUTRAL, "city")
@@ -401,3 +401,93 @@ def test_a_refocus_takes_its_new_view_made_ahead_on_the_decoders_thread():
         assert wm._zoom_made == pytest.approx(0.85 if taken else asked)
         rest = None if wm._zoom_made == pytest.approx(asked) else lens(0.85, asked, 0.42)
         assert (wm.view is None) if rest is None else np.allclose(wm.view, rest)
+
+
+def test_speed_flies_a_world_the_renderer_made_and_no_other():
+    """Speed did not fly the world: the camera head moves the picture for the turn and the pitch alone. Now the
+    picture is magnified as the head's fitted flow spreads it at the speed asked for (about the optical centre, as the
+    lens), and once it is lens_refocus larger the world is made again from the renderer's view where the flight has
+    taken the camera: a city flown at speed 0.9 is nearer the renderer's flight than one that stays where it opened.
+    Held at speed 0, seen in true frames (not the renderer's to make again) or with its memory off, the world does
+    not fly."""
+    from vprod.world.metrics import psnr
+    from vprod.world.render import RendererWorld
+
+    wm = WorldModel()  # the shipped one: its camera head says how much a step spreads the picture
+    fast = NEUTRAL.copy()
+    fast[CONTROL_NAMES.index("speed")] = 0.9
+    scores = {}
+    for fly in (False, True):
+        wm.fly = fly
+        truth = RendererWorld(256, 144)
+        truth.reset(3, fast, "city")
+        wm.reset(3, fast, "city")
+        for t in range(60):
+            g, f = truth.step(fast), wm.step(fast)
+            if t == 2:  # magnified by the flight so far, not yet made again
+                assert (wm._fly_scale > 1.02) == fly and wm._fly_made == (0.0, 0.0, 0)
+                assert (np.eye(3) if wm.view is None else wm.view)[0, 0] == pytest.approx(wm._fly_scale)
+        scores[fly] = psnr(f, g)
+        assert (wm._fly_made[2] > 30) == fly  # made again along the way
+    assert scores[True] > scores[False] + 2.0, scores
+    still = fast.copy()
+    still[CONTROL_NAMES.index("speed")] = 0.0
+    wm.reset(3, still, "city")
+    for _ in range(20):
+        wm.step(still)
+    assert wm._fly_scale == 1.0 and wm._fly_made == (0.0, 0.0, 0)
+    for true_frame in (True, False):
+        wm.reset(3, fast, "city")
+        for _ in range(3):
+            wm.step(fast)
+        assert wm._fly_scale > 1.0
+        if true_frame:
+            wm.observe(RendererWorld(256, 144).reset(3, fast, "city"))
+        else:
+            wm.memory = None  # the memory turned off (the worldmodel source's /bg/memory 0)
+        for _ in range(20):
+            wm.step(fast)
+        assert wm._fly_scale == 1.0 and wm._fly_made == (0.0, 0.0, 0)
+        assert np.allclose(np.eye(3) if wm.view is None else wm.view, np.eye(3))
+
+
+def test_a_flying_worlds_new_views_are_made_ahead_on_the_decoders_thread_under_jittering_knobs():
+    """The flight's magnification grows smoothly, so prepare() posts the next new view up to fly_ahead frames before
+    it is needed, and keeps it posted (rather than a look pass) while the flight nears it: the decoder's thread, a
+    frame behind the model's, has it made in time. The view is made at the camera's eased pitch, and serves a zoom
+    the lens shows the rest of: knobs that jitter a little every frame still find it fitting."""
+    import threading
+
+    from vprod.world.model import SideWork
+
+    wm = WorldModel()
+    made_on: list[str] = []
+    view = wm._refocus_view
+    wm._refocus_view = lambda made, at: made_on.append(threading.current_thread().name) or view(made, at)
+    rng = np.random.default_rng(0)
+    fast = NEUTRAL.copy()
+    fast[CONTROL_NAMES.index("speed")] = 0.9
+
+    def knobs():
+        k = fast.copy()
+        k[[CONTROL_NAMES.index("pitch"), ZOOM]] += rng.normal(0.0, 0.02, 2)
+        return np.clip(k, 0.0, 1.0)
+
+    wm.reset(3, fast, "city")
+    k = knobs()
+    for _ in range(45):
+        z = wm.next_latent(k)
+        k = knobs()
+        wm.prepare(k)
+        decoder = threading.Thread(target=wm.decode_timed, args=(z,), name="decoder")
+        decoder.start()
+        decoder.join()
+    assert len(made_on) >= 2 and set(made_on) == {"decoder"}, made_on
+
+    # a look pass that finds other work posted leaves it for whoever it fits
+    side = SideWork()
+    side.post(("refocus", 1), lambda: "view")
+    side.run()
+    assert side.take(lambda key: key[0] != "refocus") is None
+    assert side.take(lambda key: key[0] == "refocus") == "view"
+    assert side.take(lambda key: True) is None  # taken: cleared

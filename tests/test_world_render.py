@@ -133,6 +133,36 @@ def test_set_family_is_a_cut_that_keeps_time_camera_and_seed():
         r.set_family("nowhere")
 
 
+@pytest.mark.parametrize("fam", ["terrain", "city", "tunnel"])
+def test_travel_flies_the_camera_where_steps_without_a_turn_take_it(fam):
+    """The world model makes its views where its flight has taken the camera: travel() puts it where as many steps
+    at the speed would (straight on, the animation clock with it), the altitude eased over the flight's last
+    EASED_FRAMES steps as step eases it — the same picture; settled at once (frames=0) a terrain's camera sits lower
+    than the stepped one, which sinks slowly."""
+    from vprod.world.render import DT
+
+    fast = ctl(speed=0.8, energy=0.7)
+    opened = Renderer(W, H)
+    opened.reset(2, fam, fast)
+    for frames in (45, 400):
+        stepped = Renderer(W, H)
+        stepped.reset(2, fam, fast)
+        for _ in range(frames):
+            stepped.step(fast)
+        there = stepped.render(fast)
+        for eased in (frames, 0):
+            flown = Renderer(W, H)
+            flown.reset(2, fam, fast)
+            flown.travel(fast, frames * DT * 0.8 ** 1.3, frames * DT * 0.8 * (1.5 + 2.5 * 0.7), frames=eased)
+            a, b = stepped.state, flown.state
+            assert (b.x, b.y, b.dist, b.anim, b.yaw) == pytest.approx((a.x, a.y, a.dist, a.anim, a.yaw))
+            assert b.frame == 0  # no frame drawn
+            if eased:
+                assert b.z == pytest.approx(a.z, abs=0.05)
+                assert diff(flown.render(fast), there) < 0.5 < 0.1 * diff(opened.render(fast), there)
+    if fam == "terrain":
+        assert b.z < a.z - 1.0  # (the 400 frames' flight settled at once)
+
 def test_controls_are_clipped_and_checked():
     a, b = Renderer(W, H), Renderer(W, H)
     a.reset(2, "plasma", NEUTRAL)

@@ -20,7 +20,7 @@ from .checkpoint import load_weights
 from .dynamics import Dynamics, DynamicsConfig
 from .look import LookNet, load_look
 from .memory import WorldMemory, outer_cells
-from .motion import REF_H, REF_W, CameraHead, lens, present, resample
+from .motion import REF_H, REF_W, CameraHead, flight_spread, lens, magnify, present, resample
 from .prompt import HUE, PromptHead, PromptReading, hue_offset, steer
 from .tokenizer import Tokenizer, TokenizerConfig, frames_to_tensor, tensor_to_frames
 
@@ -116,11 +116,20 @@ class SideWork:
             job[2], job[3] = answer, state
             self._cv.notify_all()
 
-    def take(self, fits):
-        """The answer of the posted work if `fits(key)`, else None (then: do it yourself); clears the post."""
+    def holds(self, fits) -> bool:
+        """Whether the work posted, if any, is for a key that `fits` (waiting, under way or done)."""
         with self._cv:
-            job, self._job = self._job, None
-            if job is None or job[3] == "pending" or not fits(job[0]):
+            return self._job is not None and self._job[3] != "failed" and fits(self._job[0])
+
+    def take(self, fits):
+        """The answer of the posted work if `fits(key)`, else None (then: do it yourself); clears the post if it fits
+        (other work posted stays: a look pass that finds a refocus's new view under way leaves it)."""
+        with self._cv:
+            job = self._job
+            if job is None or not fits(job[0]):
+                return None
+            self._job = None
+            if job[3] == "pending":
                 return None
             self._cv.wait_for(lambda: job[3] in ("done", "failed"))
             return job[2]
@@ -244,7 +253,8 @@ class WorldModel:
         # far towards it, easing back to memory_pull over as many frames again (docs/world-model, "A knob's look
         # through the memory")
         self.look_pull = 0.6
-        self._pull_boost = 0
+        self._pull_boost = 0  # frames the pull is still boosted for …
+        self._boost_ease = 1  # … easing back over the last this many
         self.seed = 0
         # cells mode: the dynamics' own frame keeps its patch grid on the world. Its context moves by whole patches
         # only, and the picture shown is that frame moved on by the cells in between (`_phase`), the cells entering
@@ -270,9 +280,25 @@ class WorldModel:
         # sharpens, as a camera's focus pulls in) — and the lens starts again from 1 (None: never)
         self.lens_refocus: float | None = 1.25
         self.refocus_frames = 12
-        # a new view made ahead (prepare) serves a refocus to a zoom this much off: the lens shows the rest
+        # a new view made ahead (prepare) serves a refocus to a camera pitch this much off, and to a zoom the lens
+        # shows the rest of (up to sqrt(lens_refocus)): with knobs that jitter (the bench's pipeline), views made
+        # ahead for a zoom and pitch exactly as they came never served, and each was made on the model thread
         self.refocus_slack = 0.05
         self._made_by_renderer = False  # the world's memory is the renderer's opening view (reset, family switch)
+        # Speed flies the world: the picture is magnified as the camera head's fitted flow spreads it at the speed
+        # asked for (about the optical centre, as the lens), and once it is lens_refocus larger the world is made
+        # again (as at a refocus) from the renderer's view where the flight has taken the camera (a world the model
+        # made from the renderer; None of it for one seen in true frames)
+        self.fly = True
+        self.fly_refocus = 1.25  # … made again once the flight magnifies the picture this much
+        # … its new view posted for the decoder's thread (prepare) up to this many frames before (posted for the next
+        # frame only, the decoder had not begun it when the model thread needed it: made on the model thread, each
+        # time, in the bench's pipeline)
+        self.fly_ahead = 3
+        # since the reset: seconds flown at unit speed (speed**1.3 · s), animation seconds, steps (Renderer.travel)
+        self._flight = (0.0, 0.0, 0)
+        self._fly_made = (0.0, 0.0, 0)  # … where the memory's views were made
+        self._fly_scale = 1.0  # how much the flight has magnified the picture since
         self._shown: torch.Tensor | None = None  # the newest latent next_latent handed on (its picture: `view`)
 
     @property
@@ -368,6 +394,8 @@ class WorldModel:
         self.seed = int(seed)
         rendered = first_frame is None
         self._zoom_made = _zoom_of(controls)  # made at the knob's zoom: shown as made, no lens
+        self._flight = self._fly_made = (0.0, 0.0, 0)
+        self._fly_scale = 1.0
         controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
@@ -427,8 +455,10 @@ class WorldModel:
             lit[j] = NEUTRAL[j]
         return None if float(np.abs(lit - controls).max()) < 0.2 else lit
 
-    def _opening_view(self, controls, seed: int | None = None, family: str | None = None) -> np.ndarray:
-        """The renderer's opening view of this world (or of `seed`, `family`) under `controls`."""
+    def _opening_view(self, controls, seed: int | None = None, family: str | None = None,
+                      at: tuple[float, float, int] | None = None) -> np.ndarray:
+        """The renderer's opening view of this world (or of `seed`, `family`) under `controls`, flown on to `at`
+        (seconds at unit speed, animation seconds, steps: the memory's views' `_fly_made` if not given)."""
         from .render import Renderer
 
         h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
@@ -441,6 +471,9 @@ class WorldModel:
             if r is None or (r.width, r.height) != (w, h):
                 r = self._renderer = Renderer(w, h)
             r.reset(self.seed if seed is None else seed, self.family if family is None else family, controls)
+            at = self._fly_made if at is None else at
+            if any(at):
+                r.travel(controls, *at)
             return r.render(controls)
 
     def observe(self, frame: np.ndarray) -> None:
@@ -608,7 +641,8 @@ class WorldModel:
     def _lens_for(self, zoom: float) -> np.ndarray:
         """The lens showing the world made at _zoom_made as the zoom knob at `zoom` sees it, about the optical
         centre of the family shown (the families' weights during a blend) at the camera's pitch."""
-        if not self.lens or self._zoom_made is None or abs(zoom - self._zoom_made) < 1e-6:
+        if not self.lens or self._zoom_made is None or (abs(zoom - self._zoom_made) < 1e-6
+                                                         and self._fly_scale == 1.0):
             return np.eye(3)
         from .render import optical_row
 
@@ -618,25 +652,33 @@ class WorldModel:
             pitch = (float(np.nan_to_num(self.steered(self._knobs)[PITCH], nan=0.5)) - 0.5) * 2.0
         weights = self._family_weights() or {None: 1.0}
         row = sum(w * optical_row(f, pitch) for f, w in weights.items()) / sum(weights.values())
-        return lens(self._zoom_made, zoom, row)
+        return magnify(self._fly_scale, row) @ lens(self._zoom_made, zoom, row)
 
-    def _refocus_due(self, zoom: float) -> bool:
+    def _refocus_due(self, zoom: float, fly_scale: float | None = None) -> bool:
         """Whether the world is to be made again at the knob's `zoom` (lens_refocus): the lens magnifies or shrinks
         the picture by lens_refocus or more, and the world is the renderer's, with no dissolve under way."""
         if not (self.lens and self.lens_refocus and self._zoom_made is not None and self._made_by_renderer
                 and self.memory is not None and not self.memory.fading and self._shown is not None):
             return False
-        return abs(math.log(lens(self._zoom_made, zoom)[0, 0])) >= math.log(self.lens_refocus)
+        fly = self._fly_scale if fly_scale is None else fly_scale
+        zs = lens(self._zoom_made, zoom)[0, 0]
+        # (the flight's magnification alone: with the zoom's, a zoom knob that jitters made the world again whenever it
+        # jittered up, unforeseen — every ~14 frames in the bench's pipeline instead of ~50)
+        return abs(math.log(zs)) >= math.log(self.lens_refocus) or abs(math.log(fly)) >= math.log(self.fly_refocus)
 
     def _refocus_knobs(self, controls: np.ndarray) -> tuple[float, torch.Tensor, torch.Tensor]:
         """For a refocus to the zoom of `controls` (steered): that zoom, the knobs as the world will be made under
         them then, and the knobs its new view is made under — the memory's making's, at the camera's pitch and zoom
-        now."""
+        now (the pitch as the camera head eases it, as the renderer's camera does: a pitch knob that jitters then
+        leaves a view made ahead a frame before still fitting)."""
         zoom = _zoom_of(controls)
         c = np.array(controls, np.float32)
         c[ZOOM] = zoom
         c_t = self._control_tensor(c)
-        return zoom, c_t, self._at_camera(self.memory.controls, c_t)
+        made = self._at_camera(self.memory.controls, c_t)
+        if self.camera is not None:
+            made[0, PITCH] = float(np.clip(self.camera.pitch * 0.5 + 0.5, 0.0, 1.0))
+        return zoom, c_t, made
 
     def _at_camera(self, knobs: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
         """A making's `knobs` (None: `c`'s) with the zoom and the pitch of `c`: the camera's now."""
@@ -644,9 +686,59 @@ class WorldModel:
         k[ZOOM], k[PITCH] = c[0, ZOOM].item(), c[0, PITCH].item()
         return self._control_tensor(k)
 
-    def _refocus_view(self, made: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The new view of a refocus: the renderer's opening view under `made`, as the memory's ring."""
-        return self.ring_latents(self._opening_view(made[0].cpu().numpy()))
+    def _refocus_view(self, made: torch.Tensor, at: tuple[float, float, int]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The new view of a refocus: the renderer's opening view under `made`, flown on to `at`, as the memory's
+        ring."""
+        return self.ring_latents(self._opening_view(made[0].cpu().numpy(), at=at))
+
+    def _flies(self) -> bool:
+        """Whether speed flies this world (fly): a world the model made from the renderer (its memory on: what is
+        made again), with the lens and its refocus on and a camera head to say how a step spreads the picture."""
+        return bool(self.fly and self.lens and self.lens_refocus and self._made_by_renderer
+                    and self.camera is not None and self.memory is not None)
+
+    def _flown(self, controls, steps: int = 1) -> tuple[float, float, int]:
+        """Where the flight is after `steps` more steps at `controls` (steered), as the renderer's camera goes."""
+        from .render import DT, knobs
+
+        k = knobs(controls)
+        a, b, n = self._flight
+        return a + steps * k.speed ** 1.3 * DT, b + steps * DT * k.speed * (1.5 + 2.5 * k.energy), n + steps
+
+    def _fly_step(self, controls) -> None:
+        """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread."""
+        self._flight = self._flown(controls)
+        # (a world it does not fly — seen in true frames, its memory off — is shown as it is)
+        self._fly_scale = self._fly_scale * self._spread(controls) if self._flies() else 1.0
+
+    def _spread(self, controls) -> float:
+        """How much one step at `controls` (steered) magnifies the picture as it flies (1: not at all)."""
+        if not self._flies():
+            return 1.0
+        return max(0.5, 1.0 + flight_spread(self.camera.maps, controls, self._family_weights()))
+
+    def _refocus_fits(self, made: torch.Tensor, camera: bool = True):
+        """Whether posted side work (by its key) is a new view made ahead for this world under the knobs `made`, but
+        for a camera pitch up to refocus_slack off and a zoom the lens shows the rest of (magnified or shrunk up to
+        sqrt(lens_refocus)); camera False: whatever the camera's pitch and zoom."""
+        seed, family = self.seed, self.family
+        ends = torch.zeros(NUM_CONTROLS, dtype=torch.bool)
+        ends[[ZOOM, PITCH]] = True
+        zoom = float(made[0, ZOOM])
+
+        def fits(key) -> bool:
+            if key[0] != "refocus" or key[2:] != (seed, family):
+                return False
+            if float((key[1] - made).abs()[0][~ends].max()) != 0:
+                return False
+            if not camera:
+                return True
+            rest = abs(math.log(lens(float(key[1][0, ZOOM]), zoom)[0, 0]))
+            return (rest < 0.5 * math.log(self.lens_refocus or 1.0) + 1e-9
+                    and abs(float(key[1][0, PITCH]) - float(made[0, PITCH])) < self.refocus_slack)
+
+        return fits
 
     def _refocus(self, controls: np.ndarray) -> None:
         """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
@@ -658,22 +750,17 @@ class WorldModel:
         the decoder's thread: `prepare`). (Made under the knobs of the moment instead, a world refocused in fog kept
         the fog: no look clears it again.)"""
         zoom, c, made = self._refocus_knobs(controls)
-        seed, family = self.seed, self.family
 
-        def fits(key) -> bool:  # made ahead for this world, under these knobs but for a zoom a little off
-            if key[0] != "refocus" or key[2:] != (seed, family):
-                return False
-            d = (key[1] - made).abs()[0]
-            return float(d[ZOOM]) < self.refocus_slack and float(d[torch.arange(NUM_CONTROLS) != ZOOM].max()) == 0
-
-        ahead = self._side.take(fits)
+        ahead = self._side.take(self._refocus_fits(made))
+        at = self._flight
         if ahead is not None:
-            made, (base, mirror, edge) = ahead
+            made, at, (base, mirror, edge) = ahead
             zoom = float(made[0, ZOOM])
             c = self._at_camera(c, made)
         else:
-            base, mirror, edge = self._refocus_view(made)
+            base, mirror, edge = self._refocus_view(made, at)
         scale = float(lens(self._zoom_made, zoom)[0, 0])
+        flown = abs(math.log(scale)) < math.log(self.lens_refocus)  # made again for the flight, not the zoom
         # the picture as shown, at the zoom the world is made at now: the newest latent's through that lens (the
         # lens from there to the knob's zoom, if another, is shown on it: next_latent sets it after the refocus)
         cam = self.camera
@@ -683,6 +770,7 @@ class WorldModel:
         z = self.encode(present(self.decode(self._shown), view))
         old = self.memory
         self._zoom_made = zoom
+        self._fly_made, self._fly_scale = at, 1.0
         # the picture as shown dissolves into the new view (a canvas of its own cells: it fades out in 12 frames)
         mem = WorldMemory(z, c, pad=self.memory_pad)
         mem.replace(base, made, self.refocus_frames, mirror=mirror, edge=edge)
@@ -694,7 +782,7 @@ class WorldModel:
             mem.relook(change, 0, edge_change)
         other = old.other_knobs()
         if other is not None:  # the world's other making, made again once the knobs come nearer to it
-            mem.to_make = (self._at_camera(other, c), seed, family)
+            mem.to_make = (self._at_camera(other, c), self.seed, self.family)
         self.memory = mem
         self._look_ref, self._look_rest, self._look_left = c, None, 0
         self._phase = (0, 0)
@@ -703,7 +791,12 @@ class WorldModel:
         self.cache = self.dyn.new_cache()
         self._commit_newest(z, self.last_cond, 1.0)
         self._shown = z
+        # the frame follows the dissolve closely, easing back to memory_pull over its last look_glide frames (the
+        # picture sharpens sooner) — or over all of it where the flight made the world again: let go over the last
+        # few frames, a flying world, made again every ~13 frames, jumped where the dynamics (their context begun
+        # anew) took over, by 5× the stream's median change
         self._pull_boost = int(self.refocus_frames)
+        self._boost_ease = self._pull_boost if flown else max(1, int(self.look_glide))
 
     def next_latent(self, controls) -> torch.Tensor:
         """Sample the next frame's latent and commit it to the context (the model's share of a frame)."""
@@ -711,6 +804,7 @@ class WorldModel:
         self._knobs = np.asarray(controls, np.float32)
         controls = self.steered(controls)
         zoom = _zoom_of(controls)
+        self._fly_step(controls)
         if self._refocus_due(zoom):
             self._refocus(controls)
         controls = self._made_at(controls)
@@ -773,7 +867,7 @@ class WorldModel:
             if self.memory is not None:
                 pull = self.memory_pull
                 if self._pull_boost > 0:  # the memory's look is changing: the frame follows it closely, then eases
-                    pull = max(pull, self.look_pull * min(1.0, self._pull_boost / max(1, int(self.look_glide))))
+                    pull = max(pull, self.look_pull * min(1.0, self._pull_boost / max(1, self._boost_ease)))
                     self._pull_boost -= 1
                 z = self.memory.apply(z, pull, -self._phase[0], -self._phase[1])
             t1 = time.perf_counter()
@@ -822,7 +916,7 @@ class WorldModel:
                 c, (change, edge_change) = done if done is not None else (
                     c, self._canvas_look(mem.base, mem.controls, c, mem.edge_made))
                 mem.relook(change, glide, edge_change)
-                self._pull_boost = 2 * glide
+                self._pull_boost, self._boost_ease = 2 * glide, glide
             else:
                 with self._autocast():
                     change = self.look(z, self._look_ref, c).float()
@@ -875,11 +969,22 @@ class WorldModel:
         if mem is None or mem.controls is None:
             return
         steered = self.steered(controls)  # as next_latent will see them (self.t is still this frame)
-        if self._refocus_due(_zoom_of(steered)):
-            # the world will be made again: its new view now (the look pass comes with it)
+        zoom, spread = _zoom_of(steered), self._spread(steered)
+        due = next((k for k in range(1, 2 * self.fly_ahead + 1)
+                    if self._refocus_due(zoom, self._fly_scale * spread ** k)), None)
+        if due is not None:
+            # the world will be made again (next frame, or as the flight goes on, in `due` frames): its new view now
+            # (the look pass comes with it), where the flight will be then — posted once (and kept, rather than a look
+            # pass, while the flight is near it: a knob that jitters moves the moment): the decoder's thread, a frame
+            # behind the model's, starts it in time where the flight is foreseen
             made = self._refocus_knobs(steered)[2]
-            self._side.post(("refocus", made, self.seed, self.family), lambda: (made, self._refocus_view(made)))
-            return
+            if self._side.holds(self._refocus_fits(made, camera=False)):
+                return
+            if due <= self.fly_ahead:
+                at = self._flown(steered, due)
+                self._side.post(("refocus", made, self.seed, self.family),
+                                lambda: (made, at, self._refocus_view(made, at)))
+                return
         if self.look is None or self._look_ref is None:
             return
         c = self._control_tensor(self._made_at(steered))

@@ -89,8 +89,16 @@ def _prime_allocator() -> None:
         _PRIMED = True
 
 
+def _eased_altitude(z: float, target: float, dt: float) -> float:
+    """The camera's altitude `dt` seconds on, towards `target`: it climbs quickly over a ridge and sinks slowly."""
+    tau = 0.35 if target > z else 1.6
+    return z + (target - z) * (1.0 - math.exp(-dt / tau))
+
+
 class Renderer:
     """Draws the world families at a fixed size; deterministic in (seed, family, control sequence)."""
+
+    EASED_FRAMES = 150  # travel: the steps at the end of a flight whose altitude is eased as step eases it
 
     def __init__(self, width: int = 256, height: int = 144):
         if width < 16 or height < 16:
@@ -143,6 +151,33 @@ class Renderer:
         self.state.family = family
         self._settle(Knobs(*(float(v) for v in NEUTRAL)))
 
+    def travel(self, controls, length: float, anim: float, frames: int = 0) -> None:
+        """Fly the camera straight on, as `step` does without turning: `length` seconds at unit speed (speed**1.3
+        summed over the steps' seconds; the family's UNIT_SPEED world units each), the animation clock on by `anim`
+        seconds; no frame drawn. Over `frames` steps (0: at once) the altitude rides the ground as the steps ease it
+        (the last EASED_FRAMES of them, at an even pace; the camera settled where the family wants it before them)."""
+        st = self.state
+        w = self._world(st.family, st.seed)
+        k = knobs(controls)
+        n = min(int(frames), self.EASED_FRAMES)
+        share = n / frames if frames else 0.0  # of the flight: the eased stretch at its end
+
+        def on(d: float) -> None:
+            st.x += math.cos(st.yaw) * d
+            st.y += math.sin(st.yaw) * d
+            st.dist += d
+
+        d = float(length) * w.UNIT_SPEED
+        on(d * (1.0 - share))
+        st.anim += float(anim) * (1.0 - share)
+        self._settle(k)
+        target_z = getattr(w, "altitude_target", None)
+        for _ in range(n):
+            on(d * share / n)
+            st.anim += float(anim) * share / n
+            if target_z is not None:
+                st.z = _eased_altitude(st.z, target_z(st, k), DT)
+
     def render(self, controls) -> np.ndarray:
         """The frame at the current state (no time passes)."""
         st = self.state
@@ -167,8 +202,7 @@ class Renderer:
         target_z = getattr(w, "altitude_target", None)
         if target_z is not None:
             tz = target_z(st, k)
-            tau = 0.35 if tz > st.z else 1.6  # climb quickly over a ridge, sink slowly
-            st.z += (tz - st.z) * (1.0 - math.exp(-dt / tau))
+            st.z = _eased_altitude(st.z, tz, dt)
         return w.render(st, k)
 
 

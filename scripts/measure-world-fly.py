@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Measure whether the speed knob flies the world model (docs/world-model, "Speed flies the world").
+
+The shipped world model and the renderer open the same world (seed `--seed`) with the speed knob at each of
+`--speeds` (the other knobs NEUTRAL's; the model's opening view is the renderer's, as `make run` opens it) and run
+150 frames. One JSON line per family and speed: PSNR of the model's frames 1 / 4 / 12 / 40 / 80 / 150 against the
+renderer's with flight off (`WorldModel.fly` False: the world stays where it opened, as before) and on (shipped),
+how many times the flying world was made again, and the pictures' sharpness from frame 13 on (mean variance of the
+luma's Laplacian).
+
+    python scripts/measure-world-fly.py [--speeds 0.45,0.9] [--seed 3] [--strip fly.jpg]
+
+--strip writes, for terrain, city and tunnel at the first speed, rows renderer / flight off / flight on at frames
+12, 40, 80 and 150.
+(Run against another checkout with PYTHONPATH=that/checkout to compare.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from vprod.world import CONTROL_NAMES, NEUTRAL
+from vprod.world.metrics import laplacian, psnr
+from vprod.world.render import FAMILIES, RendererWorld
+
+AT = (1, 4, 12, 40, 80, 150)
+STRIP_AT = (12, 40, 80, 150)
+
+
+def _sharpness(frame: np.ndarray) -> float:
+    return float(laplacian(frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).var())
+
+
+def run(world, family: str, speed: float, seed: int, keep: dict) -> dict:
+    knobs = NEUTRAL.copy()
+    knobs[CONTROL_NAMES.index("speed")] = speed
+    out: dict = {"family": family, "speed": speed}
+    for fly in (False, True):
+        world.fly = fly
+        truth = RendererWorld(256, 144)
+        truth.reset(seed, knobs, family)
+        world.reset(seed, knobs, family)
+        scores, remakes, sharp = [], 0, []
+        for t in range(1, max(AT) + 1):
+            g = truth.step(knobs)
+            before = world._fly_made
+            f = world.step(knobs)
+            remakes += world._fly_made != before
+            if t in AT:
+                scores.append(round(psnr(f, g), 1))
+            if t > 12:
+                sharp.append(_sharpness(f))
+            if t in STRIP_AT:
+                keep.setdefault((family, speed, "truth"), []).append(g) if fly else None
+                keep.setdefault((family, speed, fly), []).append(f)
+        out["fly" if fly else "off"] = scores
+        out["sharpness_fly" if fly else "sharpness_off"] = round(float(np.mean(sharp)), 1)
+        if fly:
+            out["made_again"] = remakes
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--speeds", default="0.45,0.9")
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--strip", default=None, help="write renderer / flight off / flight on rows here")
+    a = ap.parse_args()
+    speeds = [float(x) for x in a.speeds.split(",")]
+    from vprod.world.model import WorldModel
+
+    world = WorldModel()
+    keep: dict = {}
+    for fam in FAMILIES:
+        for sp in speeds:
+            print(json.dumps(run(world, fam, sp, a.seed, keep)), flush=True)
+    if a.strip:
+        import cv2
+
+        rows = []
+        for fam in ("terrain", "city", "tunnel"):
+            for name in ("truth", False, True):
+                rows.append(np.concatenate(keep[(fam, speeds[0], name)], 1))
+        cv2.imwrite(a.strip, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+
+
+if __name__ == "__main__":
+    main()
