@@ -2,7 +2,7 @@
 """Measure whether the speed knob flies the world model (docs/world-model, "Speed flies the world").
 
 The shipped world model and the renderer open the same world (seed `--seed`) with the speed knob at each of
-`--speeds` (the other knobs NEUTRAL's; the model's opening view is the renderer's, as `make run` opens it) and run
+`--speeds` and the yaw knob at `--yaw` (the other knobs NEUTRAL's; the model's opening view is the renderer's, as `make run` opens it) and run
 150 frames. One JSON line per family and speed: PSNR of the model's frames 1 / 4 / 12 / 40 / 80 / 150 against the
 renderer's with flight off (`WorldModel.fly` False: the world stays where it opened, as before) and on (shipped),
 how many times the flying world was made again, and the pictures' sharpness from frame 13 on (mean variance of the
@@ -34,10 +34,11 @@ def _sharpness(frame: np.ndarray) -> float:
     return float(laplacian(frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).var())
 
 
-def run(world, family: str, speed: float, seed: int, keep: dict) -> dict:
+def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.5) -> dict:
     knobs = NEUTRAL.copy()
     knobs[CONTROL_NAMES.index("speed")] = speed
-    out: dict = {"family": family, "speed": speed}
+    knobs[CONTROL_NAMES.index("yaw")] = yaw
+    out: dict = {"family": family, "speed": speed, "yaw": yaw}
     for fly in (False, True):
         world.fly = fly
         truth = RendererWorld(256, 144)
@@ -67,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--speeds", default="0.45,0.9")
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--yaw", type=float, default=0.5, help="the yaw knob while flying (0.5: straight on)")
     ap.add_argument("--strip", default=None, help="write renderer / flight off / flight on rows here")
     a = ap.parse_args()
     speeds = [float(x) for x in a.speeds.split(",")]
@@ -76,7 +78,7 @@ def main() -> None:
     keep: dict = {}
     for fam in FAMILIES:
         for sp in speeds:
-            print(json.dumps(run(world, fam, sp, a.seed, keep)), flush=True)
+            print(json.dumps(run(world, fam, sp, a.seed, keep, a.yaw)), flush=True)
     if a.strip:
         import cv2
 

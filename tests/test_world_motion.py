@@ -425,17 +425,17 @@ def test_speed_flies_a_world_the_renderer_made_and_no_other():
         for t in range(60):
             g, f = truth.step(fast), wm.step(fast)
             if t == 2:  # magnified by the flight so far, not yet made again
-                assert (wm._fly_scale > 1.02) == fly and wm._fly_made == (0.0, 0.0, 0)
+                assert (wm._fly_scale > 1.02) == fly and wm._fly_made.steps == 0
                 assert (np.eye(3) if wm.view is None else wm.view)[0, 0] == pytest.approx(wm._fly_scale)
         scores[fly] = psnr(f, g)
-        assert (wm._fly_made[2] > 30) == fly  # made again along the way
+        assert (wm._fly_made.steps > 30) == fly  # made again along the way
     assert scores[True] > scores[False] + 2.0, scores
     still = fast.copy()
     still[CONTROL_NAMES.index("speed")] = 0.0
     wm.reset(3, still, "city")
     for _ in range(20):
         wm.step(still)
-    assert wm._fly_scale == 1.0 and wm._fly_made == (0.0, 0.0, 0)
+    assert wm._fly_scale == 1.0 and wm._fly_made.steps == 0
     for true_frame in (True, False):
         wm.reset(3, fast, "city")
         for _ in range(3):
@@ -447,7 +447,7 @@ def test_speed_flies_a_world_the_renderer_made_and_no_other():
             wm.memory = None  # the memory turned off (the worldmodel source's /bg/memory 0)
         for _ in range(20):
             wm.step(fast)
-        assert wm._fly_scale == 1.0 and wm._fly_made == (0.0, 0.0, 0)
+        assert wm._fly_scale == 1.0 and wm._fly_made.steps == 0
         assert np.allclose(np.eye(3) if wm.view is None else wm.view, np.eye(3))
 
 
@@ -491,3 +491,32 @@ def test_a_flying_worlds_new_views_are_made_ahead_on_the_decoders_thread_under_j
     assert side.take(lambda key: key[0] != "refocus") is None
     assert side.take(lambda key: key[0] == "refocus") == "view"
     assert side.take(lambda key: True) is None  # taken: cleared
+
+
+def test_the_flight_goes_where_the_camera_looks():
+    """Turning as it flies, the renderer's camera flies where it looks. The flight's path turns as the camera head
+    turns the picture, and each new view is made there, looking where the camera looks, in the middle of the
+    memory's ring (the world itself there, where the old ring's window may have shown its mirror image): a terrain
+    flown at speed 0.9 while turning right stays nearer the renderer's flight than one that does not fly."""
+    from vprod.world.metrics import psnr
+    from vprod.world.render import MAX_TURN, RendererWorld
+
+    wm = WorldModel()
+    turning = NEUTRAL.copy()
+    turning[CONTROL_NAMES.index("speed")], turning[CONTROL_NAMES.index("yaw")] = 0.9, 0.7
+    scores = {}
+    for fly in (False, True):
+        wm.fly = fly
+        truth = RendererWorld(256, 144)
+        truth.reset(3, turning, "terrain")
+        wm.reset(3, turning, "terrain")
+        made = wm._fly_made
+        for t in range(60):
+            g, f = truth.step(turning), wm.step(turning)
+            if fly and wm._fly_made != made:  # made again: looking where the camera looks, in the ring's middle
+                made = wm._fly_made
+                assert made.yaw == pytest.approx(made.steps * 0.4 * MAX_TURN / 30.0)
+                assert made.across > 0.0 and wm.memory.ox == 0
+        scores[fly] = psnr(f, g)
+    assert wm._fly_made.steps > 30
+    assert scores[True] > scores[False] + 2.0, scores

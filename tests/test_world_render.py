@@ -162,6 +162,24 @@ def test_travel_flies_the_camera_where_steps_without_a_turn_take_it(fam):
                 assert diff(flown.render(fast), there) < 0.5 < 0.1 * diff(opened.render(fast), there)
     if fam == "terrain":
         assert b.z < a.z - 1.0  # (the 400 frames' flight settled at once)
+    # turning as it flies: the way along and across the heading it had, the path's length and the turn
+    from vprod.world.render import MAX_TURN
+
+    right = ctl(speed=0.8, energy=0.7, yaw=0.7)
+    stepped, flown = Renderer(W, H), Renderer(W, H)
+    stepped.reset(2, fam, right)
+    flown.reset(2, fam, right)
+    along = across = turn = 0.0
+    v = DT * 0.8 ** 1.3
+    for _ in range(45):
+        stepped.step(right)
+        turn += 0.4 * MAX_TURN * DT
+        along, across = along + v * np.cos(turn), across + v * np.sin(turn)
+    flown.travel(right, along, 45 * DT * 0.8 * (1.5 + 2.5 * 0.7), frames=45, across=across, turn=turn, length=45 * v)
+    a, b = stepped.state, flown.state
+    assert (b.x, b.y, b.dist, b.anim, b.yaw) == pytest.approx((a.x, a.y, a.dist, a.anim, a.yaw))
+    there = stepped.render(right)
+    assert diff(flown.render(right), there) < 0.3 * diff(opened.render(right), there)  # (altitude: a straight chord)
 
 def test_controls_are_clipped_and_checked():
     a, b = Renderer(W, H), Renderer(W, H)

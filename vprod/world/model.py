@@ -11,6 +11,7 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,18 +43,22 @@ def load_dynamics(path: str | Path = WEIGHTS_DIR / "world.safetensors") -> tuple
     return model.eval(), meta
 
 
+class Flight(NamedTuple):
+    """The renderer's camera path since a reset (Renderer.travel flies it): the way flown along and across the
+    opening heading and its length, in seconds at unit speed (speed**1.3 · s), the animation seconds, the steps, and
+    the turn (radians)."""
+
+    along: float = 0.0
+    across: float = 0.0
+    length: float = 0.0
+    anim: float = 0.0
+    steps: int = 0
+    yaw: float = 0.0
+
+
 def _zoom_of(controls) -> float:
     """The zoom knob of a control vector (a NaN: NEUTRAL's)."""
     return float(np.nan_to_num(controls[ZOOM], nan=NEUTRAL[ZOOM]))
-
-
-def ring_offset(ox: int, w: int, scale: float) -> int:
-    """The memory's window offset `ox` (cells the picture has moved right, on a ring of a `w`-cell picture and its
-    mirror image) on the same ring made `scale` times larger about the picture's middle: the window's middle as far
-    from the picture's middle, the shorter way round, times `scale`. (What a turn had brought in from beyond the
-    picture is not on a ring made at a narrower zoom at all: a dissolve covers the difference.)"""
-    d = (ox + w) % (2 * w) - w  # −w … w
-    return int(round(d * scale))
 
 
 def _same_move(a: np.ndarray | None, b: np.ndarray | None) -> bool:
@@ -295,9 +300,8 @@ class WorldModel:
         # frame only, the decoder had not begun it when the model thread needed it: made on the model thread, each
         # time, in the bench's pipeline)
         self.fly_ahead = 3
-        # since the reset: seconds flown at unit speed (speed**1.3 · s), animation seconds, steps (Renderer.travel)
-        self._flight = (0.0, 0.0, 0)
-        self._fly_made = (0.0, 0.0, 0)  # … where the memory's views were made
+        self._flight = Flight()  # the renderer's camera path since the reset
+        self._fly_made = Flight()  # … where the memory's views were made
         self._fly_scale = 1.0  # how much the flight has magnified the picture since
         self._shown: torch.Tensor | None = None  # the newest latent next_latent handed on (its picture: `view`)
 
@@ -394,7 +398,7 @@ class WorldModel:
         self.seed = int(seed)
         rendered = first_frame is None
         self._zoom_made = _zoom_of(controls)  # made at the knob's zoom: shown as made, no lens
-        self._flight = self._fly_made = (0.0, 0.0, 0)
+        self._flight = self._fly_made = Flight()
         self._fly_scale = 1.0
         controls = self._made_at(controls)
         if rendered:
@@ -456,9 +460,9 @@ class WorldModel:
         return None if float(np.abs(lit - controls).max()) < 0.2 else lit
 
     def _opening_view(self, controls, seed: int | None = None, family: str | None = None,
-                      at: tuple[float, float, int] | None = None) -> np.ndarray:
+                      at: Flight | None = None) -> np.ndarray:
         """The renderer's opening view of this world (or of `seed`, `family`) under `controls`, flown on to `at`
-        (seconds at unit speed, animation seconds, steps: the memory's views' `_fly_made` if not given)."""
+        (the memory's views' `_fly_made` if not given)."""
         from .render import Renderer
 
         h = self.dyn.cfg.latent_h * self.tok.cfg.downsample
@@ -472,8 +476,9 @@ class WorldModel:
                 r = self._renderer = Renderer(w, h)
             r.reset(self.seed if seed is None else seed, self.family if family is None else family, controls)
             at = self._fly_made if at is None else at
-            if any(at):
-                r.travel(controls, *at)
+            if at.steps:
+                r.travel(controls, at.along, at.anim, frames=at.steps, across=at.across, turn=at.yaw,
+                         length=at.length)
             return r.render(controls)
 
     def observe(self, frame: np.ndarray) -> None:
@@ -686,7 +691,7 @@ class WorldModel:
         k[ZOOM], k[PITCH] = c[0, ZOOM].item(), c[0, PITCH].item()
         return self._control_tensor(k)
 
-    def _refocus_view(self, made: torch.Tensor, at: tuple[float, float, int]
+    def _refocus_view(self, made: torch.Tensor, at: Flight
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The new view of a refocus: the renderer's opening view under `made`, flown on to `at`, as the memory's
         ring."""
@@ -698,13 +703,21 @@ class WorldModel:
         return bool(self.fly and self.lens and self.lens_refocus and self._made_by_renderer
                     and self.camera is not None and self.memory is not None)
 
-    def _flown(self, controls, steps: int = 1) -> tuple[float, float, int]:
-        """Where the flight is after `steps` more steps at `controls` (steered), as the renderer's camera goes."""
-        from .render import DT, knobs
+    def _flown(self, controls, steps: int = 1) -> Flight:
+        """Where the flight is after `steps` more steps at `controls` (steered), as the renderer's camera goes: it
+        turns as the camera head turns the picture (its gain), then flies on where it looks."""
+        from .render import DT, MAX_TURN, knobs
 
         k = knobs(controls)
-        a, b, n = self._flight
-        return a + steps * k.speed ** 1.3 * DT, b + steps * DT * k.speed * (1.5 + 2.5 * k.energy), n + steps
+        f = self._flight
+        turn = k.turn * MAX_TURN * DT * (self.camera.gain if self.camera is not None else 1.0)
+        v = k.speed ** 1.3 * DT
+        along, across, yaw = f.along, f.across, f.yaw
+        for _ in range(steps):
+            yaw += turn
+            along, across = along + v * math.cos(yaw), across + v * math.sin(yaw)
+        return Flight(along, across, f.length + steps * v, f.anim + steps * DT * k.speed * (1.5 + 2.5 * k.energy),
+                      f.steps + steps, yaw)
 
     def _fly_step(self, controls) -> None:
         """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread."""
@@ -741,16 +754,16 @@ class WorldModel:
         return fits
 
     def _refocus(self, controls: np.ndarray) -> None:
-        """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's): the renderer's
-        opening view under the knobs its memory was made under (a world made at night and in daylight is made so
-        again — the second when the knobs come nearer to it) but the camera's pitch and zoom now, the look for the
-        knobs now on it, its window where the camera looks now (the turn scaled by the lens), dissolving in from the
+        """The world made again at the zoom of `controls` (the knobs steered, the zoom the knob's) and where the
+        flight has taken the camera: the renderer's opening view under the knobs its memory was made under (a world
+        made at night and in daylight is made so again — the second when the knobs come nearer to it) but the
+        camera's pitch and zoom now, flown on to the flight's place and heading, the look for the knobs now on it, its
+        window in the middle of the new ring (the view looks where the camera looks), dissolving in from the
         picture as shown now — which also becomes the dynamics' context, so the picture goes on from itself and only
         sharpens. The lens starts again from 1 (or from where the knob has gone since the new view was made ahead on
         the decoder's thread: `prepare`). (Made under the knobs of the moment instead, a world refocused in fog kept
         the fog: no look clears it again.)"""
         zoom, c, made = self._refocus_knobs(controls)
-
         ahead = self._side.take(self._refocus_fits(made))
         at = self._flight
         if ahead is not None:
@@ -774,9 +787,10 @@ class WorldModel:
         # the picture as shown dissolves into the new view (a canvas of its own cells: it fades out in 12 frames)
         mem = WorldMemory(z, c, pad=self.memory_pad)
         mem.replace(base, made, self.refocus_frames, mirror=mirror, edge=edge)
-        # the window where the camera looks: as far round the new ring as the turn took it round the old (the view
-        # is made at the pitch the knob asks for, as at a switch: no rows to move)
-        mem.ox = ring_offset(old.ox, old.w, scale)
+        # the window where the camera looks: the new view is made where it looks (the flight's heading: the turn so
+        # far), so in the middle of the new ring — the world there, where the old ring's window may have shown the
+        # mirror image (the view is made at the camera's pitch, as at a switch: no rows to move)
+        mem.ox = 0
         if self.look is not None and not torch.equal(made, c):
             change, edge_change = self._canvas_look(mem.base, made, c, mem.edge_made)
             mem.relook(change, 0, edge_change)

@@ -151,30 +151,36 @@ class Renderer:
         self.state.family = family
         self._settle(Knobs(*(float(v) for v in NEUTRAL)))
 
-    def travel(self, controls, length: float, anim: float, frames: int = 0) -> None:
-        """Fly the camera straight on, as `step` does without turning: `length` seconds at unit speed (speed**1.3
-        summed over the steps' seconds; the family's UNIT_SPEED world units each), the animation clock on by `anim`
-        seconds; no frame drawn. Over `frames` steps (0: at once) the altitude rides the ground as the steps ease it
-        (the last EASED_FRAMES of them, at an even pace; the camera settled where the family wants it before them)."""
+    def travel(self, controls, along: float, anim: float, frames: int = 0, across: float = 0.0, turn: float = 0.0,
+               length: float | None = None) -> None:
+        """Fly the camera as `step`s do, without drawing a frame: `along` / `across` the heading it had (forward,
+        to its right) in seconds at unit speed (speed**1.3 summed over the steps' seconds; the family's UNIT_SPEED
+        world units each), a path `length` long (default: `along`), turned by `turn` radians, the animation clock on
+        by `anim` seconds. Over `frames` steps (0: at once) the altitude rides the ground as the steps ease it (the
+        last EASED_FRAMES of them, at an even pace on a straight line; the camera settled where the family wants it
+        before them)."""
         st = self.state
         w = self._world(st.family, st.seed)
         k = knobs(controls)
         n = min(int(frames), self.EASED_FRAMES)
         share = n / frames if frames else 0.0  # of the flight: the eased stretch at its end
+        c, s = math.cos(st.yaw), math.sin(st.yaw)
+        dx = w.UNIT_SPEED * (c * float(along) - s * float(across))
+        dy = w.UNIT_SPEED * (s * float(along) + c * float(across))
+        d = w.UNIT_SPEED * float(along if length is None else length)
 
-        def on(d: float) -> None:
-            st.x += math.cos(st.yaw) * d
-            st.y += math.sin(st.yaw) * d
-            st.dist += d
+        def on(part: float) -> None:
+            st.x += dx * part
+            st.y += dy * part
+            st.dist += d * part
+            st.anim += float(anim) * part
 
-        d = float(length) * w.UNIT_SPEED
-        on(d * (1.0 - share))
-        st.anim += float(anim) * (1.0 - share)
+        on(1.0 - share)
+        st.yaw += float(turn)
         self._settle(k)
         target_z = getattr(w, "altitude_target", None)
         for _ in range(n):
-            on(d * share / n)
-            st.anim += float(anim) * share / n
+            on(share / n)
             if target_z is not None:
                 st.z = _eased_altitude(st.z, target_z(st, k), DT)
 
