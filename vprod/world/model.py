@@ -291,9 +291,9 @@ class WorldModel:
         self.refocus_slack = 0.05
         self._made_by_renderer = False  # the world's memory is the renderer's opening view (reset, family switch)
         # Speed flies the world: the picture is magnified as the camera head's fitted flow spreads it at the speed
-        # asked for (about the optical centre, as the lens), and once it is lens_refocus larger the world is made
-        # again (as at a refocus) from the renderer's view where the flight has taken the camera (a world the model
-        # made from the renderer; None of it for one seen in true frames)
+        # asked for (about the optical centre, as the lens), and once it is fly_refocus larger the world is made
+        # again (as at a refocus) from the renderer's view where the flight has taken the camera, looking where it
+        # looks (a world the model made from the renderer; none of it for one seen in true frames)
         self.fly = True
         self.fly_refocus = 1.25  # … made again once the flight magnifies the picture this much
         # … its new view posted for the decoder's thread (prepare) up to this many frames before (posted for the next
@@ -660,8 +660,9 @@ class WorldModel:
         return magnify(self._fly_scale, row) @ lens(self._zoom_made, zoom, row)
 
     def _refocus_due(self, zoom: float, fly_scale: float | None = None) -> bool:
-        """Whether the world is to be made again at the knob's `zoom` (lens_refocus): the lens magnifies or shrinks
-        the picture by lens_refocus or more, and the world is the renderer's, with no dissolve under way."""
+        """Whether the world is to be made again at the knob's `zoom` and where the flight has gone: the zoom's lens
+        magnifies or shrinks the picture by lens_refocus or more, or the flight (by `fly_scale`, default the
+        flight's now) by fly_refocus, and the world is the renderer's, with no dissolve under way."""
         if not (self.lens and self.lens_refocus and self._zoom_made is not None and self._made_by_renderer
                 and self.memory is not None and not self.memory.fading and self._shown is not None):
             return False
