@@ -707,18 +707,16 @@ class WorldModel:
     def _flown(self, controls, steps: int = 1) -> Flight:
         """Where the flight is after `steps` more steps at `controls` (steered), as the renderer's camera goes: it
         turns as the camera head turns the picture (its gain), then flies on where it looks."""
-        from .render import DT, MAX_TURN, knobs
+        from .render import DT, camera_rates, knobs
 
-        k = knobs(controls)
+        turn, way, anim = (r * DT for r in camera_rates(knobs(controls)))
+        turn *= self.camera.gain if self.camera is not None else 1.0
         f = self._flight
-        turn = k.turn * MAX_TURN * DT * (self.camera.gain if self.camera is not None else 1.0)
-        v = k.speed ** 1.3 * DT
         along, across, yaw = f.along, f.across, f.yaw
         for _ in range(steps):
             yaw += turn
-            along, across = along + v * math.cos(yaw), across + v * math.sin(yaw)
-        return Flight(along, across, f.length + steps * v, f.anim + steps * DT * k.speed * (1.5 + 2.5 * k.energy),
-                      f.steps + steps, yaw)
+            along, across = along + way * math.cos(yaw), across + way * math.sin(yaw)
+        return Flight(along, across, f.length + steps * way, f.anim + steps * anim, f.steps + steps, yaw)
 
     def _fly_step(self, controls) -> None:
         """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread."""

@@ -133,7 +133,7 @@ class CameraHead:
         `resample` moves the latent by, and keeps only the remainder in `view`; else None."""
         # only the flow's shift and its even spread: a turn's or pitch's shear would pile up in the view unbounded
         a0, a1, _, b0, _, b2 = np.asarray(params, np.float64).reshape(-1)
-        spread = 0.5 * (a1 * 2.0 / REF_W + b2 * 2.0 / REF_H) if self.zoom else 0.0
+        spread = _spread(a1, b2) if self.zoom else 0.0
         self.view = flow_matrix([a0, spread * REF_W / 2, 0.0, b0, 0.0, spread * REF_H / 2]) @ self.view
         h, w = latent_hw
         cw, ch = REF_W / w, REF_H / h  # a latent cell in REF pixels
@@ -263,18 +263,27 @@ def magnify(s: float, row: float = 0.5) -> np.ndarray:
     return np.array([[s, 0.0, 0.0], [0.0, s, (1.0 - s) * (row - 0.5) * REF_H], [0.0, 0.0, 1.0]])
 
 
+def _spread(a1: float, b2: float) -> float:
+    """The even spread (a share of the picture a frame) of an affine flow that moves x by a1 and y by b2 pixels a
+    frame at the picture's right and bottom edges (REF size)."""
+    return 0.5 * (a1 * 2.0 / REF_W + b2 * 2.0 / REF_H)
+
+
+#: the features the speed alone brings (its own and its product with the zoom)
+_SPEED = [FEATURES.index("speed"), FEATURES.index("speed·zoom")]
+
+
 def flight_spread(maps: dict[str, np.ndarray], controls, weights: dict) -> float:
     """How much a step at `controls` magnifies the picture flying forward (a share of it, e.g. 0.01: 1 % larger),
-    from the camera head's fitted `maps`: the flow's even spread the speed alone brings (its feature and its product
-    with the zoom), for the families `weights` ({name: weight})."""
-    c = _knobs(controls)
-    sp = c[2] ** 1.3
+    from the camera head's fitted `maps`: the flow's even spread the speed alone brings, for the families `weights`
+    ({name: weight})."""
+    f = features(controls, 0.0)[0][_SPEED]
     out = 0.0
     for name, w in weights.items():
         m = maps.get(name)
         if m is not None and w:
-            p = sp * m[FEATURES.index("speed")] + sp * (c[3] - 0.5) * m[FEATURES.index("speed·zoom")]
-            out += w * 0.5 * (p[PARAMS.index("a1")] * 2.0 / REF_W + p[PARAMS.index("b2")] * 2.0 / REF_H)
+            p = f @ m[_SPEED]
+            out += w * _spread(p[PARAMS.index("a1")], p[PARAMS.index("b2")])
     return out / max(1e-9, sum(w for w in weights.values() if w))
 
 

@@ -89,6 +89,12 @@ def _prime_allocator() -> None:
         _PRIMED = True
 
 
+def camera_rates(k: Knobs) -> tuple[float, float, float]:
+    """How fast the knobs `k` move the camera, a second: its turn (radians), its way at unit speed (speed**1.3: the
+    family's UNIT_SPEED world units each) and the animation clock (seconds)."""
+    return k.turn * MAX_TURN, k.speed ** 1.3, k.speed * (1.5 + 2.5 * k.energy)
+
+
 def _eased_altitude(z: float, target: float, dt: float) -> float:
     """The camera's altitude `dt` seconds on, towards `target`: it climbs quickly over a ridge and sinks slowly."""
     tau = 0.35 if target > z else 1.6
@@ -197,14 +203,15 @@ class Renderer:
         w = self._world(st.family, st.seed)
         st.t += dt
         st.frame += 1
-        st.yaw += k.turn * MAX_TURN * dt
+        turn, way, anim = camera_rates(k)
+        st.yaw += turn * dt
         target = (k.pitch - 0.5) * 2.0
         st.pitch += (target - st.pitch) * (1.0 - math.exp(-dt / PITCH_TAU))
-        v = k.speed ** 1.3 * w.UNIT_SPEED
+        v = way * w.UNIT_SPEED
         st.x += math.cos(st.yaw) * v * dt
         st.y += math.sin(st.yaw) * v * dt
         st.dist += v * dt
-        st.anim += dt * k.speed * (1.5 + 2.5 * k.energy)
+        st.anim += dt * anim
         target_z = getattr(w, "altitude_target", None)
         if target_z is not None:
             tz = target_z(st, k)
