@@ -23,15 +23,11 @@ import json
 import numpy as np
 
 from vprod.world import CONTROL_NAMES, NEUTRAL
-from vprod.world.metrics import laplacian, psnr
+from vprod.world.metrics import psnr, sharpness
 from vprod.world.render import FAMILIES, RendererWorld
 
 AT = (1, 4, 12, 40, 80, 150)
 STRIP_AT = (12, 40, 80, 150)
-
-
-def _sharpness(frame: np.ndarray) -> float:
-    return float(laplacian(frame.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).var())
 
 
 def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.5) -> dict:
@@ -53,7 +49,7 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
             if t in AT:
                 scores.append(round(psnr(f, g), 1))
             if t > 12:
-                sharp.append(_sharpness(f))
+                sharp.append(sharpness(f))
             if t in STRIP_AT:
                 keep.setdefault((family, speed, "truth"), []).append(g) if fly else None
                 keep.setdefault((family, speed, fly), []).append(f)

@@ -59,7 +59,7 @@ def test_the_worldmodel_sources_memory_turns_off_and_on_while_it_streams():
                 time.sleep(0.02)
 
         until("frames", lambda: src._frames >= 3)
-        assert src.world.memory is not None and src.world.memory_pull == pytest.approx(0.2)
+        assert src.world.memory is not None and src.world.memory_pull == pytest.approx(0.5)
         st = src.stats()  # what the daemon's status shows under /<layer>
         assert st["pictures"] >= 3 and st["pictures_per_s"] > 0 and st["steps"] == 1 and st["sample_ms"] > 0
         src.p.states["memory"].set(0.0)

@@ -68,7 +68,7 @@ class WorldModelSource(Source):
                                                "with the memory off into the picture — after the knob's own slew"),
         "camera": FloatParam(1.0, 0.0, 2.0, doc="How far the camera head turns the world with yaw and pitch: 1 as "
                              "far as the renderer's camera; 0 off, the dynamics alone (they barely move it)"),
-        "memory": FloatParam(0.2, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "
+        "memory": FloatParam(0.5, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "
                              "latent panorama around the camera, from the opening view): 0 the dynamics alone (they "
                              "wash out within a second), higher steadier"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
