@@ -5,10 +5,11 @@ The shipped world model and the renderer open the same world (seed `--seed`) wit
 `--speeds` and the yaw knob at `--yaw` (the other knobs NEUTRAL's; the model's opening view is the renderer's, as `make run` opens it) and run
 150 frames. One JSON line per family and speed: PSNR of the model's frames 1 / 4 / 12 / 40 / 80 / 150 against the
 renderer's with flight off (`WorldModel.fly` False: the world stays where it opened, as before) and on (shipped),
-how many times the flying world was made again, and the pictures' sharpness from frame 13 on (mean variance of the
-luma's Laplacian).
+how many times the flying world was made again, the pictures' sharpness from frame 13 on (mean variance of the
+luma's Laplacian) and, flying, each frame's from 3 frames before a new view to 15 after (the dissolve into it),
+averaged over the new views.
 
-    python scripts/measure-world-fly.py [--speeds 0.45,0.9] [--seed 3] [--strip fly.jpg]
+    python scripts/measure-world-fly.py [--speeds 0.45,0.9] [--seed 3] [--strip fly.jpg] [--set NAME=VALUE]
 
 --strip writes, for terrain, city and tunnel at the first speed, rows renderer / flight off / flight on at frames
 12, 40, 80 and 150.
@@ -40,23 +41,27 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
         truth = RendererWorld(256, 144)
         truth.reset(seed, knobs, family)
         world.reset(seed, knobs, family)
-        scores, remakes, sharp = [], 0, []
+        scores, made, sharp = [], [], []
         for t in range(1, max(AT) + 1):
             g = truth.step(knobs)
             before = world._fly_made
             f = world.step(knobs)
-            remakes += world._fly_made != before
+            if world._fly_made != before:
+                made.append(t - 1)
             if t in AT:
                 scores.append(round(psnr(f, g), 1))
-            if t > 12:
-                sharp.append(sharpness(f))
+            sharp.append(sharpness(f))
             if t in STRIP_AT:
                 keep.setdefault((family, speed, "truth"), []).append(g) if fly else None
                 keep.setdefault((family, speed, fly), []).append(f)
         out["fly" if fly else "off"] = scores
-        out["sharpness_fly" if fly else "sharpness_off"] = round(float(np.mean(sharp)), 1)
+        out["sharpness_fly" if fly else "sharpness_off"] = round(float(np.mean(sharp[12:])), 1)
         if fly:
-            out["made_again"] = remakes
+            out["made_again"] = len(made)
+            # each frame's sharpness from 3 frames before a new view to 15 after, averaged over the new views
+            around = [sharp[i - 3:i + 16] for i in made if 3 <= i <= len(sharp) - 16]
+            if around:
+                out["sharpness_around_new_views"] = np.round(np.mean(around, 0), 1).tolist()
     return out
 
 
@@ -66,11 +71,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--yaw", type=float, default=0.5, help="the yaw knob while flying (0.5: straight on)")
     ap.add_argument("--strip", default=None, help="write renderer / flight off / flight on rows here")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a WorldModel attribute first (a number), e.g. refocus_local=1.0: the shipped one's other")
     a = ap.parse_args()
     speeds = [float(x) for x in a.speeds.split(",")]
     from vprod.world.model import WorldModel
 
     world = WorldModel()
+    for item in a.set:
+        name, value = item.split("=", 1)
+        if not hasattr(world, name):
+            raise SystemExit(f"--set {item}: WorldModel has no attribute {name!r}")
+        setattr(world, name, float(value))
     keep: dict = {}
     for fam in FAMILIES:
         for sp in speeds:

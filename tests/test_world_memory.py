@@ -128,6 +128,35 @@ def test_a_new_memory_fades_in_over_the_switch():
     assert torch.allclose(frames[3], new, atol=1e-6) and torch.equal(frames[4], new)  # … the new one after the fade
 
 
+def test_a_fade_in_order_dissolves_each_cell_over_its_own_share_first_cells_first():
+    """A refocus's dissolve goes cell by cell from the optical centre out (WorldModel.refocus_local): each cell of the
+    window fades over `local` of the frames, starting `order` × (1 − local) of the way through — so most cells are
+    one picture or the other at any time, where all at once every cell was a mix of two that do not meet (a blur).
+    A switch during such a fade starts from how far it has come in all."""
+    old, new = _latent(0), _latent(1)
+    h, w = old.shape[-2:]
+    order = torch.zeros(h, w)
+    order[:, w // 2:] = 1.0  # the left half first, then the right
+    mem = WorldMemory(old)
+    mem.replace(new, fade_frames=10, order=order, local=0.4)
+    frames = [mem.apply(torch.zeros_like(old), 1.0) for _ in range(11)]
+    left, right = slice(0, w // 2), slice(w // 2, w)
+    # frame k (k + 1 frames done): the left half fades over the first 4 frames done, the right over the last 4
+    assert torch.allclose(frames[1][..., left], old[..., left] + 0.5 * (new - old)[..., left], atol=1e-6)
+    assert torch.equal(frames[1][..., right], old[..., right])
+    assert torch.allclose(frames[4][..., left], new[..., left], atol=1e-6)
+    assert torch.equal(frames[5][..., right], old[..., right])
+    half = old[..., right] + 0.5 * (new - old)[..., right]
+    assert torch.allclose(frames[7][..., right], half, atol=1e-6)
+    assert mem._fade is None and torch.equal(frames[10], new)
+    mem.replace(old, fade_frames=10, order=order, local=0.4)
+    for _ in range(3):
+        mem.apply(torch.zeros_like(old), 1.0)
+    mem.replace(_latent(2), fade_frames=4)  # a switch meanwhile: from the fade's mean progress over the whole canvas
+    a = (0.75 * 0.75 * (3 - 2 * 0.75)) / 2  # (the left half 3/4 of its way, smoothed; the right not begun)
+    assert torch.allclose(mem.target(), new + a * (old - new), atol=1e-6)
+
+
 def test_the_old_world_turns_with_the_camera_while_it_fades_out_and_a_second_switch_starts_where_the_fade_is():
     old, new, newer = _latent(0), _latent(1), _latent(2)
     edge = torch.zeros_like(old)

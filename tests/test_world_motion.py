@@ -331,7 +331,14 @@ def test_a_world_the_renderer_made_is_made_again_at_the_zoom_once_the_lens_magni
         first = wm.step(far)
         assert (wm._zoom_made == pytest.approx(0.85)) == (refocus is not None)
         assert (wm.view is None) == (refocus is not None)
-        assert wm.memory.fading == (refocus is not None)  # dissolving from the picture as shown
+        assert wm.memory.fading == (refocus is not None)  # dissolving from the picture as shown …
+        if refocus is not None:  # … from the optical centre out, each cell over refocus_local of the frames
+            fade = wm.memory._fade
+            h, w = wm._shown.shape[-2:]
+            centre = (int(wm._optical_row() * h), w // 2)
+            assert fade.local == wm.refocus_local < 1.0 and fade.order.shape == (h, w)
+            assert float(fade.order[centre]) < 0.1 and float(fade.order.max()) == 1.0
+            assert float(fade.order[0, 0]) > 0.9 and float(fade.order[centre[0], 0]) > float(fade.order[centre])
         # either way the first frame is the lens's picture (the last one through it, a step of the dynamics on)
         assert psnr(first, through_lens) > max(25.0, psnr(first, before) + 5.0)
         for _ in range(wm.refocus_frames + 4):

@@ -119,11 +119,16 @@ class WorldMemory:
         """Whether a new canvas is fading in (replace) now."""
         return self._fade is not None
 
-    def _faded(self) -> float:
-        """How far the fade has come (0 … 1, smooth at both ends); 1 when none is under way."""
+    def _faded(self) -> float | torch.Tensor:
+        """How far the fade has come (0 … 1, smooth at both ends); 1 when none is under way. A fade with an `order`
+        answers per cell of the window (1, 1, H, W): each cell fades over `local` of the fade, starting `order` ×
+        (1 − local) of the way through it."""
         if self._fade is None:
             return 1.0
-        a = self._fade.done / self._fade.total
+        f = self._fade
+        a = f.done / f.total
+        if f.order is not None:
+            a = ((a - f.order * (1.0 - f.local)) / f.local).clamp(0.0, 1.0)[None, None]
         return a * a * (3 - 2 * a)
 
     def edge_now(self) -> torch.Tensor | None:
@@ -209,18 +214,21 @@ class WorldMemory:
 
     def replace(self, z: torch.Tensor, controls: torch.Tensor | None = None, fade_frames: int = 0,
                 old: torch.Tensor | None = None, mirror: torch.Tensor | None = None,
-                edge: torch.Tensor | None = None) -> None:
+                edge: torch.Tensor | None = None, order: torch.Tensor | None = None, local: float = 1.0) -> None:
         """A new canvas from `z` (the new world's opening latent, under `controls`; `mirror` and `edge` as at
         __init__), faded in over `fade_frames` from the canvas now (or from `old`: the canvas now under the new knobs,
-        when a prompt changed them too), which turns on with the camera while it fades out."""
+        when a prompt changed them too), which turns on with the camera while it fades out. `order` (H, W), 0 … 1:
+        the window's cells fade one after another in that order, each over `local` of the fade (see _faded);
+        None: all at once."""
         canvas, edge_was = self.canvas if old is None else old, self.edge
         if self._fade is not None:  # a fade under way: from where it has come (the old canvas lined up with this)
             f, a = self._fade, self._faded()
+            a = float(a.mean()) if isinstance(a, torch.Tensor) else a  # (a fade in order: how far it is in all)
             was = torch.roll(f.canvas, f.ox - self.ox, -1)
             canvas = was + a * (canvas - was)
             if f.edge is not None and edge_was is not None:
                 edge_was = f.edge + a * (edge_was - f.edge)
-        fade = _Fade(canvas, edge_was, self.ox, self.oy, 0, int(fade_frames))
+        fade = _Fade(canvas, edge_was, self.ox, self.oy, 0, int(fade_frames), order, float(local))
         self._make(z, mirror, edge)
         self.controls, self._other, self.to_make = controls, None, None
         self.canvas, self._glide = self.whole(None), None
@@ -249,7 +257,8 @@ def outer_cells(x: torch.Tensor, k: int) -> torch.Tensor:
 
 @dataclass
 class _Fade:
-    """An old canvas fading out: its window's offset (moved with the camera), its edge cells' part, how far."""
+    """An old canvas fading out: its window's offset (moved with the camera), its edge cells' part, how far, and
+    the order its window's cells fade in (None: all at once), each over `local` of it."""
 
     canvas: torch.Tensor
     edge: torch.Tensor | None
@@ -257,3 +266,5 @@ class _Fade:
     oy: int
     done: int
     total: int
+    order: torch.Tensor | None = None
+    local: float = 1.0
