@@ -238,7 +238,7 @@ class WorldModel:
         # frames, 16-frame PSNR: no memory 21.5 dB, pull 0.1 22.2, 0.2 22.4; a memory learning from the frames at
         # 0.05: 22.1). 0.5, not 0.2: the rollouts the same (23.87 dB at h=16), but a picture that keeps the memory's
         # detail — the stream's sharpness 7.8 → 12.9, Fréchet on the encoder's features 1.69 → 1.18, and held knobs
-        # 2–4 dB nearer the renderer (docs/world-model, "A sharper picture: the memory's pull 0.5")
+        # 2–8 dB nearer the renderer (docs/world-model, "A sharper picture: the memory's pull 0.5")
         self.memory_pull = 0.5
         self.memory_pad = 9
         # the picture's outer cells whose part of the latent (what the encoder's zero padding adds) the memory keeps
