@@ -10,9 +10,10 @@ luma's Laplacian) and, flying, each frame's from 3 frames before a new view to 1
 averaged over the new views.
 
     python scripts/measure-world-fly.py [--speeds 0.45,0.9] [--seed 3] [--strip fly.jpg] [--set NAME=VALUE]
+                                        [--against NAME=VALUE]
 
 --strip writes, for terrain, city and tunnel at the first speed, rows renderer / flight off / flight on at frames
-12, 40, 80 and 150.
+12, 40, 80 and 150 (with --against: renderer / flying with those settings / flight on).
 (Run against another checkout with PYTHONPATH=that/checkout to compare.)
 """
 
@@ -31,13 +32,18 @@ AT = (1, 4, 12, 40, 80, 150)
 STRIP_AT = (12, 40, 80, 150)
 
 
-def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.5) -> dict:
+def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.5, against: dict | None = None
+        ) -> dict:
     knobs = NEUTRAL.copy()
     knobs[CONTROL_NAMES.index("speed")] = speed
     knobs[CONTROL_NAMES.index("yaw")] = yaw
     out: dict = {"family": family, "speed": speed, "yaw": yaw}
-    for fly in (False, True):
-        world.fly = fly
+    for fly in (False, "against", True) if against else (False, True):
+        world.fly = bool(fly)
+        shipped = {name: getattr(world, name) for name in against or {}}
+        if fly == "against":
+            for name, value in against.items():
+                setattr(world, name, value)
         truth = RendererWorld(256, 144)
         truth.reset(seed, knobs, family)
         world.reset(seed, knobs, family)
@@ -52,11 +58,14 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
                 scores.append(round(psnr(f, g), 1))
             sharp.append(sharpness(f))
             if t in STRIP_AT:
-                keep.setdefault((family, speed, "truth"), []).append(g) if fly else None
+                keep.setdefault((family, speed, "truth"), []).append(g) if fly is True else None
                 keep.setdefault((family, speed, fly), []).append(f)
-        out["fly" if fly else "off"] = scores
-        out["sharpness_fly" if fly else "sharpness_off"] = round(float(np.mean(sharp[12:])), 1)
-        if fly:
+        for name, value in shipped.items():
+            setattr(world, name, value)
+        key = {False: "off", True: "fly", "against": "against"}[fly]
+        out[key] = scores
+        out["sharpness_" + key] = round(float(np.mean(sharp[12:])), 1)
+        if fly is True:
             out["made_again"] = len(made)
             # each frame's sharpness from 3 frames before a new view to 15 after, averaged over the new views
             around = [sharp[i - 3:i + 16] for i in made if 3 <= i <= len(sharp) - 16]
@@ -65,12 +74,26 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
     return out
 
 
+def settings(world, items: list[str], flag: str) -> dict[str, float]:
+    """NAME=VALUE items → {name: value}, each name a WorldModel attribute."""
+    out = {}
+    for item in items:
+        name, value = item.split("=", 1)
+        if not hasattr(world, name):
+            raise SystemExit(f"{flag} {item}: WorldModel has no attribute {name!r}")
+        out[name] = float(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--speeds", default="0.45,0.9")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--yaw", type=float, default=0.5, help="the yaw knob while flying (0.5: straight on)")
-    ap.add_argument("--strip", default=None, help="write renderer / flight off / flight on rows here")
+    ap.add_argument("--strip", default=None, help="write renderer / flight off (or --against) / flight on rows here")
+    ap.add_argument("--against", action="append", default=[], metavar="NAME=VALUE",
+                    help="also fly with this WorldModel attribute set (a number), e.g. fly_pull=0.5: 'against' and "
+                         "'sharpness_against' in the output, and the strip's middle row")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="set a WorldModel attribute first (a number), e.g. refocus_local=1.0: the shipped one's other")
     a = ap.parse_args()
@@ -78,21 +101,19 @@ def main() -> None:
     from vprod.world.model import WorldModel
 
     world = WorldModel()
-    for item in a.set:
-        name, value = item.split("=", 1)
-        if not hasattr(world, name):
-            raise SystemExit(f"--set {item}: WorldModel has no attribute {name!r}")
-        setattr(world, name, float(value))
+    for name, value in settings(world, a.set, "--set").items():
+        setattr(world, name, value)
+    against = settings(world, a.against, "--against")
     keep: dict = {}
     for fam in FAMILIES:
         for sp in speeds:
-            print(json.dumps(run(world, fam, sp, a.seed, keep, a.yaw)), flush=True)
+            print(json.dumps(run(world, fam, sp, a.seed, keep, a.yaw, against)), flush=True)
     if a.strip:
         import cv2
 
         rows = []
         for fam in ("terrain", "city", "tunnel"):
-            for name in ("truth", False, True):
+            for name in ("truth", "against" if against else False, True):
                 rows.append(np.concatenate(keep[(fam, speeds[0], name)], 1))
         cv2.imwrite(a.strip, cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
 

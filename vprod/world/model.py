@@ -240,6 +240,15 @@ class WorldModel:
         # detail — the stream's sharpness 7.8 → 12.9, Fréchet on the encoder's features 1.69 → 1.18, and held knobs
         # 2–8 dB nearer the renderer (docs/world-model, "A sharper picture: the memory's pull 0.5")
         self.memory_pull = 0.5
+        # … and up to this far while the world flies: there the lens and the views made along the flight move the
+        # picture, and the dynamics' own frame adds mostly a blur (a flying city's sharpness: the memory's 102–111,
+        # the frame's 41–58 at pull 0.5). The pull rises with the flight's magnification a frame, to fly_pull from
+        # fly_pull_spread on (a tunnel from speed ~0.3, a city from ~0.55, a terrain at ~0.9; an ocean at 0.9 half
+        # way: its waves are the dynamics' to move — full at 0.005, a night ocean's stream fell under the renderer's
+        # change); never below memory_pull (docs/world-model, "A flying world keeps its detail")
+        self.fly_pull = 0.8
+        self.fly_pull_spread = 0.01
+        self._step_spread = 1.0  # the flight's magnification this frame (_fly_step)
         self.memory_pad = 9
         # the picture's outer cells whose part of the latent (what the encoder's zero padding adds) the memory keeps
         # apart (ring_latents); it follows the look (_canvas_look) while look_edges is on
@@ -403,7 +412,7 @@ class WorldModel:
         rendered = first_frame is None
         self._zoom_made = _zoom_of(controls)  # made at the knob's zoom: shown as made, no lens
         self._flight = self._fly_made = Flight()
-        self._fly_scale = 1.0
+        self._fly_scale = self._step_spread = 1.0
         controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
@@ -740,7 +749,13 @@ class WorldModel:
         """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread."""
         self._flight = self._flown(controls)
         # (a world it does not fly — seen in true frames, its memory off — is shown as it is)
-        self._fly_scale = self._fly_scale * self._spread(controls) if self._flies() else 1.0
+        self._step_spread = self._spread(controls)
+        self._fly_scale = self._fly_scale * self._step_spread if self._flies() else 1.0
+
+    def _pull(self) -> float:
+        """How far this frame is pulled to the memory: memory_pull, rising to fly_pull as the world flies."""
+        flying = min(1.0, abs(math.log(self._step_spread)) / self.fly_pull_spread) if self.fly_pull_spread else 1.0
+        return self.memory_pull + flying * max(0.0, self.fly_pull - self.memory_pull)
 
     def _spread(self, controls) -> float:
         """How much one step at `controls` (steered) magnifies the picture as it flies (1: not at all)."""
@@ -901,7 +916,7 @@ class WorldModel:
             if self.look is not None:
                 z = self._with_look(z, cond["control"])
             if self.memory is not None:
-                pull = self.memory_pull
+                pull = self._pull()
                 if self._pull_boost > 0:  # the memory's look is changing: the frame follows it closely, then eases
                     pull = max(pull, self.look_pull * min(1.0, self._pull_boost / max(1, self._boost_ease)))
                     self._pull_boost -= 1
