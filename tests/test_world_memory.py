@@ -711,7 +711,8 @@ def test_with_the_shipped_weights_a_held_world_keeps_its_view_and_detail_at_the_
 
 def test_the_pull_rises_to_fly_pull_as_the_world_flies_and_never_below_memory_pull():
     """Held, the frame is pulled memory_pull to the memory; flying, up to fly_pull with the flight's magnification a
-    frame (full from fly_pull_spread on); a pull set above fly_pull (the /bg/memory knob) holds in flight too."""
+    frame (full from fly_pull_spread on; 0: at any flight); a pull set above fly_pull (the /bg/memory knob) holds in
+    flight too."""
     wm = WorldModel()
     knobs = NEUTRAL.copy()
     knobs[CONTROL_NAMES.index("speed")] = 0.0
@@ -726,6 +727,10 @@ def test_the_pull_rises_to_fly_pull_as_the_world_flies_and_never_below_memory_pu
     assert wm._pull() == pytest.approx(0.5 * (wm.memory_pull + wm.fly_pull))
     wm.memory_pull = 0.9
     assert wm._pull() == pytest.approx(0.9)
+    wm.memory_pull, wm.fly_pull_spread = 0.5, 0.0  # 0: fly_pull at any flight, memory_pull held
+    assert wm._pull() == pytest.approx(wm.fly_pull)
+    wm._step_spread = 1.0
+    assert wm._pull() == pytest.approx(0.5)
     wm.fly = False  # a world that does not fly is pulled as a held one
     wm.memory_pull = 0.5
     wm.step(knobs)

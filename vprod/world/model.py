@@ -753,8 +753,10 @@ class WorldModel:
         self._fly_scale = self._fly_scale * self._step_spread if self._flies() else 1.0
 
     def _pull(self) -> float:
-        """How far this frame is pulled to the memory: memory_pull, rising to fly_pull as the world flies."""
-        flying = min(1.0, abs(math.log(self._step_spread)) / self.fly_pull_spread) if self.fly_pull_spread else 1.0
+        """How far this frame is pulled to the memory: memory_pull, rising to fly_pull as the world flies (with
+        fly_pull_spread 0: fly_pull at any flight)."""
+        spread = abs(math.log(self._step_spread))
+        flying = min(1.0, spread / self.fly_pull_spread) if self.fly_pull_spread > 0 else float(spread > 0)
         return self.memory_pull + flying * max(0.0, self.fly_pull - self.memory_pull)
 
     def _spread(self, controls) -> float:
