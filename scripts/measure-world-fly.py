@@ -74,17 +74,6 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
     return out
 
 
-def settings(world, items: list[str], flag: str) -> dict[str, float]:
-    """NAME=VALUE items → {name: value}, each name a WorldModel attribute."""
-    out = {}
-    for item in items:
-        name, value = item.split("=", 1)
-        if not hasattr(world, name):
-            raise SystemExit(f"{flag} {item}: WorldModel has no attribute {name!r}")
-        out[name] = float(value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--speeds", default="0.45,0.9")
@@ -98,12 +87,12 @@ def main() -> None:
                     help="set a WorldModel attribute first (a number), e.g. refocus_local=1.0: the shipped one's other")
     a = ap.parse_args()
     speeds = [float(x) for x in a.speeds.split(",")]
-    from vprod.world.model import WorldModel
+    from vprod.world.model import WorldModel, attribute_settings
 
     world = WorldModel()
-    for name, value in settings(world, a.set, "--set").items():
+    for name, value in attribute_settings(world, a.set, "--set").items():
         setattr(world, name, value)
-    against = settings(world, a.against, "--against")
+    against = attribute_settings(world, a.against, "--against")
     keep: dict = {}
     for fam in FAMILIES:
         for sp in speeds:

@@ -8,7 +8,7 @@ PSNR of the model's frames 12 / 40 / the last against the renderer's, the pictur
 luma's Laplacian, vprod.world.metrics.sharpness) and mean change a frame (grey levels) from frame 21 on, the
 renderer's too.
 
-    python scripts/measure-world-pull.py [--pulls 0.2,0.5] [--frames 120] [--strip pull.jpg]
+    python scripts/measure-world-pull.py [--pulls 0.2,0.5] [--frames 120] [--strip pull.jpg] [--set NAME=VALUE]
 
 --strip writes, for city and ocean moving, rows renderer / one row per pull at frames 25, 50, 75 and 100.
 """
@@ -64,11 +64,16 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--strip", default=None, help="write renderer / one row per pull here (city and ocean, moving)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="set a WorldModel attribute first (a number), e.g. still_speed=0: a held world pulled as a "
+                         "moving one")
     a = ap.parse_args()
     pulls = [float(x) for x in a.pulls.split(",")]
-    from vprod.world.model import WorldModel
+    from vprod.world.model import WorldModel, attribute_settings
 
     world = WorldModel()
+    for name, value in attribute_settings(world, a.set, "--set").items():
+        setattr(world, name, value)
     keep: dict = {}
     for fam in FAMILIES:
         for case in CASES:

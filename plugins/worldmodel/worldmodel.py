@@ -70,7 +70,8 @@ class WorldModelSource(Source):
                              "far as the renderer's camera; 0 off, the dynamics alone (they barely move it)"),
         "memory": FloatParam(0.5, 0.0, 1.0, doc="How strongly each frame is pulled towards the world's memory (the "
                              "latent panorama around the camera, from the opening view): 0 the dynamics alone (they "
-                             "wash out within a second), higher steadier; up to 0.8 while the world flies"),
+                             "wash out within a second), higher steadier; up to 0.8 while the world flies or "
+                             "holds still"),
         "seed": IntParam(0, 0, 1_000_000, doc="World seed, used by reset"),
         "reset": TriggerParam(doc="Start again from the family's opening view"),
         "paused": BoolParam(False, doc="Hold the current frame"),

@@ -31,6 +31,22 @@ CAMERA_WEIGHTS = WEIGHTS_DIR / "motion.json"
 PROMPT_WEIGHTS = WEIGHTS_DIR / "prompt.safetensors"
 ZOOM = CONTROL_NAMES.index("zoom")
 PITCH = CONTROL_NAMES.index("pitch")
+SPEED = CONTROL_NAMES.index("speed")
+
+
+def attribute_settings(world, items: list[str], flag: str) -> dict[str, float]:
+    """NAME=VALUE items (a measuring script's `flag` options) → {name: value}, each name an attribute of `world` and
+    each value a number; an unknown name stops the script, naming it."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not hasattr(world, name):
+            raise SystemExit(f"{flag} {item}: {type(world).__name__} has no attribute {name!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"{flag} {item}: give NAME=NUMBER") from None
+    return out
 
 
 def load_tokenizer(path: str | Path = WEIGHTS_DIR / "tokenizer.safetensors") -> Tokenizer:
@@ -249,6 +265,12 @@ class WorldModel:
         self.fly_pull = 0.8
         self.fly_pull_spread = 0.01
         self._step_spread = 1.0  # the flight's magnification this frame (_fly_step)
+        # … and so as the speed knob falls under still_speed, fully at 0: the renderer's world barely moves there
+        # (speed is its animation rate too; at 0 it holds still), and what the dynamics add is a shimmer (a held
+        # ocean changed 1.34 grey levels a frame at pull 0.5 and 0.62 at 0.8 whatever its speed under 0.1; the
+        # renderer's 0 at speed 0, 0.68 at 0.05)
+        self.still_speed = 0.1
+        self._still = 0.0  # how still the world is asked to be this frame, 0..1 (_fly_step)
         self.memory_pad = 9
         # the picture's outer cells whose part of the latent (what the encoder's zero padding adds) the memory keeps
         # apart (ring_latents); it follows the look (_canvas_look) while look_edges is on
@@ -413,6 +435,7 @@ class WorldModel:
         self._zoom_made = _zoom_of(controls)  # made at the knob's zoom: shown as made, no lens
         self._flight = self._fly_made = Flight()
         self._fly_scale = self._step_spread = 1.0
+        self._still = 0.0
         controls = self._made_at(controls)
         if rendered:
             first_frame = self._opening_view(controls)
@@ -751,13 +774,15 @@ class WorldModel:
         # (a world it does not fly — seen in true frames, its memory off — is shown as it is)
         self._step_spread = self._spread(controls)
         self._fly_scale = self._fly_scale * self._step_spread if self._flies() else 1.0
+        speed = float(np.nan_to_num(controls[SPEED], nan=0.5))
+        self._still = max(0.0, 1.0 - speed / self.still_speed) if self.still_speed > 0 else 0.0
 
     def _pull(self) -> float:
         """How far this frame is pulled to the memory: memory_pull, rising to fly_pull as the world flies (with
-        fly_pull_spread 0: fly_pull at any flight)."""
+        fly_pull_spread 0: fly_pull at any flight) or is asked to hold still."""
         spread = abs(math.log(self._step_spread))
         flying = min(1.0, spread / self.fly_pull_spread) if self.fly_pull_spread > 0 else float(spread > 0)
-        return self.memory_pull + flying * max(0.0, self.fly_pull - self.memory_pull)
+        return self.memory_pull + max(flying, self._still) * max(0.0, self.fly_pull - self.memory_pull)
 
     def _spread(self, controls) -> float:
         """How much one step at `controls` (steered) magnifies the picture as it flies (1: not at all)."""
