@@ -769,7 +769,8 @@ class WorldModel:
         return Flight(along, across, f.length + steps * way, f.anim + steps * anim, f.steps + steps, yaw)
 
     def _fly_step(self, controls) -> None:
-        """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread."""
+        """One step's flight at `controls` (steered): on along the path, and the picture magnified by its spread; and
+        how still the speed knob asks the world to be (both set the frame's pull, _pull)."""
         self._flight = self._flown(controls)
         # (a world it does not fly — seen in true frames, its memory off — is shown as it is)
         self._step_spread = self._spread(controls)
