@@ -40,10 +40,9 @@ def run(world, family: str, speed: float, seed: int, keep: dict, yaw: float = 0.
     out: dict = {"family": family, "speed": speed, "yaw": yaw}
     for fly in (False, "against", True) if against else (False, True):
         world.fly = bool(fly)
-        shipped = {name: getattr(world, name) for name in against or {}}
-        if fly == "against":
-            for name, value in against.items():
-                setattr(world, name, value)
+        shipped = {name: getattr(world, name) for name in against} if fly == "against" else {}
+        for name in shipped:
+            setattr(world, name, against[name])
         truth = RendererWorld(256, 144)
         truth.reset(seed, knobs, family)
         world.reset(seed, knobs, family)
